@@ -1,0 +1,39 @@
+"""The OAuth endpoints under /services/mtm/v1/oauth2."""
+
+from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
+from flask import Blueprint, request
+
+from ..oauth import server
+
+bp = Blueprint("oauth", __name__, url_prefix="/services/mtm/v1/oauth2")
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+# RFC 8707 allows `resource` more than once; every other parameter must appear at most once.
+REPEATABLE = frozenset({"resource"})
+
+
+def check_form_request() -> None:
+    """Refuse what RFC 6749 section 3.2 forbids before Authlib sees the request."""
+    body = request.get_data(cache=True)
+    if body and request.mimetype != FORM_TYPE:
+        raise InvalidRequestError(f"Content-Type must be {FORM_TYPE}")
+    try:
+        body.decode("utf-8")
+        request.query_string.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequestError("The request is not valid UTF-8") from None
+    for name in request.values:
+        if name not in REPEATABLE and len(request.values.getlist(name)) > 1:
+            raise InvalidRequestError(f"Parameter {name[:40]!r} is repeated")
+    if not request.values.get("grant_type"):
+        raise InvalidRequestError("Missing grant_type")
+
+
+@bp.post("/token")
+def token():
+    """Exchange an API token for a signed access token (client credentials)."""
+    try:
+        check_form_request()
+    except OAuth2Error as error:
+        return server.handle_error_response(None, error)
+    return server.create_token_response()

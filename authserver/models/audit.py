@@ -1,0 +1,69 @@
+"""Audit events: immutable, hash-chained per workspace after commit."""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Index, String, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..extensions import db
+from .types import BigIntId, UTCDateTime, Uuid, utcnow
+
+UNSEALED = text("chain_hash IS NULL")
+
+
+class AuditEvent(db.Model):
+    """One immutable record of a grant, denial, change or revocation.
+
+    Events are inserted with `chain_hash` NULL, so writers never wait on one
+    another; a sealing step later chains them per workspace in id order.
+    """
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_workspace_id_id", "workspace_id", "id"),
+        Index("ix_audit_events_workspace_type_id", "workspace_id", "type", "id"),
+        Index("ix_audit_events_workspace_actor_id", "workspace_id", "actor_id", "id"),
+        Index("ix_audit_events_workspace_target_id", "workspace_id", "target_id", "id"),
+        Index("ix_audit_events_workspace_created_at", "workspace_id", "created_at"),
+        Index(
+            "ix_audit_events_unsealed",
+            "id",
+            sqlite_where=UNSEALED,
+            postgresql_where=UNSEALED,
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True, autoincrement=True)
+    type: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    workspace_id: Mapped[str | None] = mapped_column(Uuid)
+    workspace_name: Mapped[str | None] = mapped_column(String(64))
+    actor_id: Mapped[str | None] = mapped_column(String(64))
+    actor_user_name: Mapped[str | None] = mapped_column(String(254))
+    actor_technical: Mapped[bool | None] = mapped_column(Boolean)
+    target_type: Mapped[str | None] = mapped_column(String(32))
+    target_id: Mapped[str | None] = mapped_column(String(64))
+    target_name: Mapped[str | None] = mapped_column(String(254))
+    ip: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    chain_hash: Mapped[str | None] = mapped_column(String(64))
+
+
+class AuditCheckpoint(db.Model):
+    """Where a workspace's chain stands: the last sealed event and its hash.
+
+    `chain_key` is the workspace id, or "-" for events that belong to no
+    workspace (denials for unknown tokens). After a prune, `pruned_through_id`
+    and the hash kept at that point let verification resume from there.
+    """
+
+    __tablename__ = "audit_checkpoints"
+
+    chain_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_event_id: Mapped[int] = mapped_column(BigIntId, default=0)
+    last_hash: Mapped[str] = mapped_column(String(64))
+    pruned_through_id: Mapped[int] = mapped_column(BigIntId, default=0)
+    pruned_hash: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,1 @@
+"""Services: what the views call. They add and flush, never commit."""

@@ -1,0 +1,114 @@
+"""The one place audit events are recorded.
+
+`record_event` adds the event to the current session, so it commits or rolls
+back with the change it records. Once the transaction commits, the events it
+carried go to the configured sinks (see `authserver.audit_sinks`).
+"""
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from ..extensions import db
+from ..models import AuditEvent
+from ..models.types import utcnow
+
+PENDING_KEY = "audit_pending"
+
+
+class EventType(StrEnum):
+    """Every kind of audit event (MTM names)."""
+
+    TECHNICAL_USER_CREATE = "TECHNICAL_USER_CREATE"
+    TECHNICAL_USER_UPDATE = "TECHNICAL_USER_UPDATE"
+    TECHNICAL_USER_DELETE = "TECHNICAL_USER_DELETE"
+    APITOKEN_CREATE = "APITOKEN_CREATE"
+    APITOKEN_UPDATE = "APITOKEN_UPDATE"
+    APITOKEN_REPLACE = "APITOKEN_REPLACE"
+    APITOKEN_DELETE = "APITOKEN_DELETE"
+    ACCESS_TOKEN_GRANT = "ACCESS_TOKEN_GRANT"
+    ACCESS_TOKEN_DENY = "ACCESS_TOKEN_DENY"
+    ACCESS_TOKEN_REVOKE = "ACCESS_TOKEN_REVOKE"
+    SIGNING_KEY_ROTATE = "SIGNING_KEY_ROTATE"
+    MANAGEMENT_ACCESS_DENY = "MANAGEMENT_ACCESS_DENY"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acted: a user, a technical user, or the command line."""
+
+    id: str | None
+    user_name: str | None
+    technical_user: bool | None = None
+
+
+CLI_ACTOR = Actor(id="cli", user_name="authserver-cli", technical_user=False)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What was acted on."""
+
+    type: str
+    id: str | None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a request came from; empty for the command line."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+NO_ORIGIN = Origin()
+
+
+def record_event(
+    event_type: EventType,
+    *,
+    workspace: tuple[str, str] | None,
+    actor: Actor | None,
+    target: Target | None,
+    origin: Origin = NO_ORIGIN,
+    payload: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Add one audit event to the current transaction. Never pass a secret in payload."""
+    event = AuditEvent(
+        type=event_type.value,
+        created_at=utcnow(),
+        workspace_id=workspace[0] if workspace else None,
+        workspace_name=workspace[1] if workspace else None,
+        actor_id=actor.id if actor else None,
+        actor_user_name=actor.user_name if actor else None,
+        actor_technical=actor.technical_user if actor else None,
+        target_type=target.type if target else None,
+        target_id=target.id if target else None,
+        target_name=target.name if target else None,
+        ip=origin.ip,
+        user_agent=(origin.user_agent or None) and origin.user_agent[:512],
+        payload=payload or {},
+    )
+    db.session.add(event)
+    db.session.info.setdefault(PENDING_KEY, []).append(event)
+    return event
+
+
+def event_to_dict(event: AuditEvent) -> dict[str, Any]:
+    """The wire shape of an event (DESIGN section 6)."""
+    return {
+        "id": event.id,
+        "type": event.type,
+        "createdAt": event.created_at.isoformat().replace("+00:00", "Z"),
+        "actor": {
+            "id": event.actor_id,
+            "userName": event.actor_user_name,
+            "technicalUser": event.actor_technical,
+        },
+        "workspace": {"id": event.workspace_id, "name": event.workspace_name},
+        "target": {"type": event.target_type, "id": event.target_id, "name": event.target_name},
+        "ip": event.ip,
+        "userAgent": event.user_agent,
+        "payload": event.payload,
+    }

@@ -1,0 +1,157 @@
+"""Resolving an API token to the principal it acts for (the hot path of every grant)."""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, select, update
+
+from ..extensions import db
+from ..models import (
+    Account,
+    ApiToken,
+    Permission,
+    Role,
+    Status,
+    TechnicalUser,
+    User,
+    Workspace,
+    WorkspaceStatus,
+)
+from .audit import Actor, Target
+
+
+class CredentialRefused(Exception):
+    """The API token may not be used; `reason` is for the audit log, never the client."""
+
+    def __init__(self, reason: str, principal: "Principal | None" = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.principal = principal
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who an API token acts for, with everything the access token will say."""
+
+    token_id: str
+    token_hint: str
+    workspace_id: str
+    workspace_name: str
+    account_id: str
+    account_name: str
+    subject_id: str
+    user_name: str
+    technical_user: bool
+    role: Role
+    permission_id: str
+    last_used_at: datetime | None
+
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        """The scopes the principal holds: VIEWER reads, the rest read and write."""
+        return self.role.scopes
+
+    @property
+    def actor(self) -> Actor:
+        """The principal as an audit actor."""
+        return Actor(id=self.subject_id, user_name=self.user_name, technical_user=self.technical_user)
+
+    @property
+    def workspace(self) -> tuple[str, str]:
+        """(id, name) of the principal's workspace."""
+        return (self.workspace_id, self.workspace_name)
+
+    @property
+    def token_target(self) -> Target:
+        """The API token as an audit target."""
+        return Target(type="API_TOKEN", id=self.token_id, name=self.user_name)
+
+
+# One round trip: the token, its workspace and account, and whichever owner it has.
+_OWNER_QUERY = (
+    select(
+        ApiToken.id,
+        ApiToken.hint,
+        ApiToken.expires_at,
+        ApiToken.revoked_at,
+        ApiToken.last_used_at,
+        Workspace.id.label("workspace_id"),
+        Workspace.name.label("workspace_name"),
+        Workspace.status.label("workspace_status"),
+        Account.id.label("account_id"),
+        Account.name.label("account_name"),
+        TechnicalUser.id.label("tu_id"),
+        TechnicalUser.user_name.label("tu_user_name"),
+        TechnicalUser.permission_role.label("tu_role"),
+        TechnicalUser.deleted_at.label("tu_deleted_at"),
+        User.id.label("user_id"),
+        User.user_name.label("user_user_name"),
+        User.status.label("user_status"),
+        Permission.id.label("permission_id"),
+        Permission.role.label("permission_role"),
+        Permission.status.label("permission_status"),
+    )
+    .join(Workspace, Workspace.id == ApiToken.workspace_id)
+    .join(Account, Account.id == Workspace.account_id)
+    .outerjoin(TechnicalUser, TechnicalUser.id == ApiToken.technical_user_id)
+    .outerjoin(User, User.id == ApiToken.user_id)
+    .outerjoin(
+        Permission,
+        and_(Permission.user_id == User.id, Permission.workspace_id == ApiToken.workspace_id),
+    )
+)
+
+
+def resolve_principal(sha256: str, now: datetime) -> Principal:
+    """Find the live principal behind a token digest, or raise CredentialRefused with the reason."""
+    row = db.session.execute(_OWNER_QUERY.where(ApiToken.secret_sha256 == sha256)).first()
+    if row is None:
+        raise CredentialRefused("unknown_token")
+    principal = _principal_from_row(row)
+    if row.workspace_status != WorkspaceStatus.ACTIVE:
+        raise CredentialRefused("workspace_blocked", principal)
+    if row.expires_at <= now:
+        raise CredentialRefused("token_expired", principal)
+    if row.revoked_at is not None and row.revoked_at <= now:
+        raise CredentialRefused("token_revoked", principal)
+    if row.tu_id is not None:
+        if row.tu_deleted_at is not None:
+            raise CredentialRefused("technical_user_deleted", principal)
+    elif row.user_status != Status.ACTIVE:
+        raise CredentialRefused("owner_not_active", principal)
+    elif row.permission_status != Status.ACTIVE or row.permission_role != Role.ADMIN:
+        # A personal token is ADMIN-level; its owner must still be an ACTIVE ADMIN.
+        raise CredentialRefused("owner_not_admin", principal)
+    return principal
+
+
+def _principal_from_row(row) -> Principal:
+    technical = row.tu_id is not None
+    return Principal(
+        token_id=row.id,
+        token_hint=row.hint,
+        workspace_id=row.workspace_id,
+        workspace_name=row.workspace_name,
+        account_id=row.account_id,
+        account_name=row.account_name,
+        subject_id=row.tu_id if technical else row.user_id,
+        user_name=row.tu_user_name if technical else row.user_user_name,
+        technical_user=technical,
+        role=Role(row.tu_role) if technical else Role.ADMIN,
+        # A technical user's permission is its own row; its id stands for the permission.
+        permission_id=row.tu_id if technical else (row.permission_id or ""),
+        last_used_at=row.last_used_at,
+    )
+
+
+def note_use(principal: Principal, ip: str | None, now: datetime, interval: int) -> None:
+    """Record the token's last use, at most once per `interval` seconds."""
+    last = principal.last_used_at
+    if last is not None and now - last < timedelta(seconds=interval):
+        return
+    db.session.execute(
+        update(ApiToken)
+        .where(ApiToken.id == principal.token_id)
+        .values(last_used_at=now, last_used_ip=ip)
+        .execution_options(synchronize_session=False)
+    )
