@@ -196,3 +196,7 @@ def main() -> None:
 
     FlaskGroup(create_app=create_app, name="authserver", add_version_option=False,
                load_dotenv=False, set_debug_flag=False)(prog_name="authserver")
+
+
+if __name__ == "__main__":
+    main()

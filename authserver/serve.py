@@ -32,5 +32,6 @@ def run(host: str, port: int, workers: int) -> None:
             "timeout": 30,
             "graceful_timeout": 10,
             "preload_app": False,
+            "control_socket_disable": True,
         }
     ).run()
