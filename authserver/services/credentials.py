@@ -105,6 +105,21 @@ _OWNER_QUERY = (
 def resolve_principal(sha256: str, now: datetime) -> Principal:
     """Find the live principal behind a token digest, or raise CredentialRefused with the reason."""
     row = db.session.execute(_OWNER_QUERY.where(ApiToken.secret_sha256 == sha256)).first()
+    return _live_principal(row, now)
+
+
+def resolve_principal_by_token_id(token_id: str, now: datetime) -> Principal:
+    """The live principal behind an API token id (an access token's `client_id`), or refuse.
+
+    Used wherever an access token is accepted, so that a revoked, expired or
+    deleted API token, or a demoted owner, stops working at once, not at `exp`.
+    """
+    row = db.session.execute(_OWNER_QUERY.where(ApiToken.id == token_id)).first()
+    return _live_principal(row, now)
+
+
+def _live_principal(row, now: datetime) -> Principal:
+    """Apply every liveness rule to an owner row."""
     if row is None:
         raise CredentialRefused("unknown_token")
     principal = _principal_from_row(row)
