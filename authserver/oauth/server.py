@@ -4,7 +4,11 @@ from datetime import UTC, datetime
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import grants
-from authlib.oauth2.rfc6749.errors import InvalidScopeError, OAuth2Error
+from authlib.oauth2.rfc6749.errors import (
+    InvalidScopeError,
+    OAuth2Error,
+    UnsupportedGrantTypeError,
+)
 from flask import current_app
 from flask import request as flask_request
 
@@ -118,8 +122,23 @@ class AuthServer(AuthorizationServer):
 
     def handle_error_response(self, request, error: OAuth2Error):
         """Every refusal at the token endpoint is audited with its true reason."""
+        if not error.description:
+            error.description = describe(error)
         record_denial(error, getattr(request, "client", None))
         return super().handle_error_response(request, error)
+
+
+DEFAULT_DESCRIPTIONS = {
+    "invalid_scope": "The requested scope is invalid",
+    "unauthorized_client": "The client may not use this grant type",
+}
+
+
+def describe(error: OAuth2Error) -> str:
+    """A description for errors Authlib leaves without one (RFC 6749 makes it optional)."""
+    if isinstance(error, UnsupportedGrantTypeError):
+        return f"Unsupported grant_type {str(error.grant_type)[:40]!r}; use client_credentials"
+    return DEFAULT_DESCRIPTIONS.get(error.error, "The request was refused")
 
 
 def record_denial(error: OAuth2Error, client: ApiTokenClient | None = None) -> None:
