@@ -1,6 +1,7 @@
-"""Tests for authserver.verify, the resource-side verifier; no server, real keys and HTTP."""
+"""Tests for authserver.verify without the server: real keys, real tokens, local HTTP servers."""
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -153,6 +154,7 @@ def test_valid_token_yields_principal(verifier, keys, alg):
         claims=claims,
     )
     assert principal.claims == claims
+    assert vars(principal).keys() == {f.name for f in dataclasses.fields(Principal)}
 
 
 def test_principal_helpers(verifier, keys):
@@ -315,10 +317,11 @@ def test_missing_required_claim(verifier, keys, claim):
     "claim, value, match",
     [
         ("exp", "9999999999", "claim exp is not a number"),
-        ("client_id", 1, "claim client_id is missing or not a str"),
-        ("scope", ["read"], "claim scope is missing or not a str"),
+        ("client_id", 1, "claim client_id is missing or not a string"),
+        ("scope", ["read"], "claim scope is missing or not a string"),
         ("region", None, "claim region is missing"),
         ("jti", 7, "malformed|invalid token"),
+        ("principal", "tu-1", "claim principal is missing or not an object"),
     ],
 )
 def test_claim_of_the_wrong_type(verifier, keys, claim, value, match):
@@ -357,10 +360,10 @@ def test_principal_missing_a_field(verifier, keys, path):
 @pytest.mark.parametrize(
     "path, value, match",
     [
-        (("technicalUser",), "true", "not a bool"),
-        (("technicalUser",), 1, "not a bool"),
-        (("id",), 42, "not a str"),
-        (("account",), "acc-1", "not a dict"),
+        (("technicalUser",), "true", "not a boolean"),
+        (("technicalUser",), 1, "not a boolean"),
+        (("id",), 42, "not a string"),
+        (("account",), "acc-1", "not an? object"),
         (("permission", "role"), "OWNER", "not ADMIN, MEMBER or VIEWER"),
         (("permission", "status"), "ARCHIVED", "not active"),
         (("status",), "ARCHIVED", "not active"),
@@ -405,6 +408,7 @@ def test_keyset_parses_each_key_once(keys, jwks, monkeypatch):
         {"use": "enc"},
         {"kid": None},
         {"crv": "P-384"},
+        {"x": "AAAA"},  # not a point on the curve
     ],
 )
 def test_keyset_skips_unusable_keys(keys, change):
@@ -450,6 +454,15 @@ def test_keyset_needs_one_source(jwks):
         KeySet(url="file:///etc/passwd")
     with pytest.raises(ValueError, match="keys"):
         KeySet({"kid": "x"})
+    with pytest.raises(ValueError, match="not both"):
+        Verifier(ISSUER, API, keys=jwks, jwks_url="https://auth.example.com/jwks.json")
+
+
+def test_plain_http_outside_loopback_is_logged(caplog):
+    KeySet(url="http://127.0.0.1:1/jwks.json")
+    assert caplog.records == []
+    KeySet(url="http://auth.example.com/jwks.json")
+    assert "plain http" in caplog.text
 
 
 # --- a real HTTP server -------------------------------------------------------------------------
@@ -471,7 +484,7 @@ class FakeServer:
                     SimpleNamespace(path=self.path, headers=self.headers, body=body)
                 )
                 status, payload = server.respond(self.path, body)
-                data = json.dumps(payload).encode()
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -602,6 +615,16 @@ def test_jwks_keys_are_kept_when_a_refresh_fails(serve, keys):
     for _ in range(3):
         assert verifier.verify(make_token(keys["ES256"])).id == "tu-1"
     assert len(server.requests) >= 2
+
+
+@pytest.mark.parametrize(
+    "answer", [(200, b"{not json"), (200, {"keys": "none"}), (202, {"keys": []}), (404, {})]
+)
+def test_jwks_bad_answer_refuses_tokens(serve, keys, answer):
+    server = serve(lambda path, body: answer)
+    verifier = Verifier(ISSUER, API, jwks_url=server.url)
+    with pytest.raises(InvalidToken, match="signing keys could not be fetched"):
+        verifier.verify(make_token(keys["ES256"]))
 
 
 def test_jwks_unreachable_refuses_tokens(keys):
