@@ -43,7 +43,9 @@ def _upgrade_schema() -> None:
 
 
 def _ensure_keys() -> bool:
-    return ensure_active_key(Path(current_app.config["KEYS_DIR"]), current_app.config["SIGNING_ALG"])
+    return ensure_active_key(
+        Path(current_app.config["KEYS_DIR"]), current_app.config["SIGNING_ALG"]
+    )
 
 
 def bootstrap(workspace_name: str, admin_email: str, token_days: int) -> dict:
@@ -51,7 +53,9 @@ def bootstrap(workspace_name: str, admin_email: str, token_days: int) -> dict:
     workspace, _ = workspaces.get_or_create_workspace(workspace_name)
     admin, _ = workspaces.get_or_create_user(admin_email, workspace.account_id)
     workspaces.grant_permission(admin, workspace, Role.ADMIN)
-    lifetime = min(timedelta(days=token_days), timedelta(seconds=current_app.config["MAX_TOKEN_LIFETIME"]))
+    lifetime = min(
+        timedelta(days=token_days), timedelta(seconds=current_app.config["MAX_TOKEN_LIFETIME"])
+    )
     token, secret = api_tokens.create_personal_token(
         workspace,
         admin,
@@ -146,8 +150,13 @@ def create_user_command(workspace_name, email, role, as_json):
     except ApiError as error:
         _fail(error)
     db.session.commit()
-    data = {"userId": user.id, "userName": user.user_name, "workspaceId": workspace.id,
-            "permissionId": permission.id, "role": role}
+    data = {
+        "userId": user.id,
+        "userName": user.user_name,
+        "workspaceId": workspace.id,
+        "permissionId": permission.id,
+        "role": role,
+    }
     _emit(as_json, data, [f"user {user.user_name} ({user.id}) is {role} of {workspace.name}"])
 
 
@@ -176,26 +185,56 @@ def create_technical_user_command(workspace_name, name, role, expires, descripti
     except ApiError as error:
         _fail(error)
     db.session.commit()
-    data = {"id": technical_user.id, "userName": technical_user.user_name, "role": role,
-            "workspaceId": workspace.id, "tokenId": token.id, "apiToken": secret,
-            "expiry": token.expires_at.isoformat()}
-    _emit(as_json, data, [f"technical user {technical_user.user_name} ({technical_user.id}), {role}",
-                          "API token (shown once, store it now):", f"  {secret}"])
+    data = {
+        "id": technical_user.id,
+        "userName": technical_user.user_name,
+        "role": role,
+        "workspaceId": workspace.id,
+        "tokenId": token.id,
+        "apiToken": secret,
+        "expiry": token.expires_at.isoformat(),
+    }
+    _emit(
+        as_json,
+        data,
+        [
+            f"technical user {technical_user.user_name} ({technical_user.id}), {role}",
+            "API token (shown once, store it now):",
+            f"  {secret}",
+        ],
+    )
 
 
 def init_app(app) -> None:
     """Register the commands."""
-    for command in (init_command, serve_command, create_user_command,
-                    create_technical_user_command):
+    for command in (
+        init_command,
+        serve_command,
+        create_user_command,
+        create_technical_user_command,
+    ):
         app.cli.add_command(command)
 
 
 def main() -> None:
     """Entry point of the `authserver` script."""
-    from . import create_app
+    import sys
 
-    FlaskGroup(create_app=create_app, name="authserver", add_version_option=False,
-               load_dotenv=False, set_debug_flag=False)(prog_name="authserver")
+    from . import create_app
+    from .config import ConfigError, from_environment
+
+    try:
+        from_environment()  # fail fast, with the message, before any command runs
+    except ConfigError as error:
+        click.echo(f"authserver: configuration error: {error}", err=True)
+        sys.exit(2)
+    FlaskGroup(
+        create_app=create_app,
+        name="authserver",
+        add_version_option=False,
+        load_dotenv=False,
+        set_debug_flag=False,
+    )(prog_name="authserver")
 
 
 if __name__ == "__main__":

@@ -100,9 +100,7 @@ SETTINGS: dict[str, Setting] = {
     "ISSUER": Setting("http://127.0.0.1:8080", _parse_url, "the `iss` of every access token"),
     "INSTANCE_URL": Setting(None, _parse_url, "`instanceUrl` claim; default the issuer"),
     "REGION": Setting("eu", _parse_text, "`region` claim"),
-    "SIGNING_ALG": Setting(
-        "ES256", _parse_choice(*SIGNING_ALGORITHMS), "ES256, RS256 or EdDSA"
-    ),
+    "SIGNING_ALG": Setting("ES256", _parse_choice(*SIGNING_ALGORITHMS), "ES256, RS256 or EdDSA"),
     "ACCESS_TOKEN_TTL": Setting(3600, _parse_int(60, 86400), "access token lifetime, seconds"),
     "MAX_TOKEN_LIFETIME": Setting(
         365 * 86400, _parse_int(3600), "longest allowed API token expiry, seconds from now"
@@ -121,9 +119,7 @@ SETTINGS: dict[str, Setting] = {
     "MAX_CONTENT_LENGTH": Setting(
         64 * 1024, _parse_int(1024, 16 * 1024 * 1024), "largest accepted request body, bytes"
     ),
-    "LOG_LEVEL": Setting(
-        "INFO", _parse_choice("DEBUG", "INFO", "WARNING", "ERROR"), "log level"
-    ),
+    "LOG_LEVEL": Setting("INFO", _parse_choice("DEBUG", "INFO", "WARNING", "ERROR"), "log level"),
 }
 
 
@@ -146,14 +142,14 @@ def load_config(environ: Mapping[str, str], overrides: Mapping[str, Any] | None 
 
 def _check_consistency(config: dict) -> None:
     """Cross-field checks that no single parser can make."""
+    if "mtm" not in config["APIS"]:
+        raise ConfigError(f"{ENV_PREFIX}APIS must include mtm, the management API")
     unknown = set(config["TECHNICAL_USER_APIS"]) - set(config["APIS"])
     if unknown:
         raise ConfigError(
             f"{ENV_PREFIX}TECHNICAL_USER_APIS names APIs missing from {ENV_PREFIX}APIS: "
             + ", ".join(sorted(unknown))
         )
-    if "mtm" not in config["APIS"]:
-        raise ConfigError(f"{ENV_PREFIX}APIS must include mtm, the management API")
     if config["INSTANCE_URL"] is None:
         config["INSTANCE_URL"] = config["ISSUER"]
     prefix = config["TOKEN_PREFIX"]

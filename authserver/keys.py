@@ -30,7 +30,11 @@ ACTIVE, RETIRING, RETIRED = "active", "retiring", "retired"
 # How often a process looks at keys.json for a rotation made elsewhere.
 RELOAD_CHECK_SECONDS = 1.0
 # Required members of each key type for the RFC 7638 thumbprint.
-THUMBPRINT_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}
+THUMBPRINT_MEMBERS = {
+    "EC": ("crv", "kty", "x", "y"),
+    "RSA": ("e", "kty", "n"),
+    "OKP": ("crv", "kty", "x"),
+}
 
 
 class KeysError(RuntimeError):

@@ -13,8 +13,15 @@ from authserver.models import ApiToken, AuditEvent, Permission, Role, TechnicalU
 from .conftest import ISSUER, TOKEN_URL, basic, exchange, in_days
 
 ALL_APIS = [
-    "mtm", "pathfinder", "integration-api", "webhooks", "graphql",
-    "poll", "synclog", "storage", "metrics",
+    "mtm",
+    "pathfinder",
+    "integration-api",
+    "webhooks",
+    "graphql",
+    "poll",
+    "synclog",
+    "storage",
+    "metrics",
 ]
 TECH_APIS = ["integration-api", "webhooks", "graphql"]
 GENERIC = {"error": "invalid_client", "error_description": "Client authentication failed"}
@@ -74,8 +81,18 @@ def test_jwt_has_exactly_the_contract_header_and_claims(client, factory):
         select(Permission).where(Permission.user_id == admin.id)
     ).scalar()
     assert set(claims) == {
-        "iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id", "scope",
-        "instanceUrl", "region", "principal",
+        "iss",
+        "sub",
+        "aud",
+        "exp",
+        "iat",
+        "nbf",
+        "jti",
+        "client_id",
+        "scope",
+        "instanceUrl",
+        "region",
+        "principal",
     }
     assert claims["iss"] == ISSUER
     assert claims["sub"] == admin.id
@@ -105,7 +122,9 @@ def test_jwt_has_exactly_the_contract_header_and_claims(client, factory):
 
 def test_each_grant_has_a_fresh_jti(client, factory):
     _, _, secret = factory.admin_token()
-    jtis = {decode(client, exchange(client, secret).get_json()["access_token"])["jti"] for _ in range(3)}
+    jtis = {
+        decode(client, exchange(client, secret).get_json()["access_token"])["jti"] for _ in range(3)
+    }
     assert len(jtis) == 3
 
 
@@ -158,8 +177,10 @@ def test_resource_may_be_an_absolute_uri_and_repeat(client, factory):
     _, _, secret = factory.admin_token()
     response = client.post(
         TOKEN_URL,
-        data={"grant_type": "client_credentials",
-              "resource": [ISSUER + "/services/graphql/v1", "webhooks"]},
+        data={
+            "grant_type": "client_credentials",
+            "resource": [ISSUER + "/services/graphql/v1", "webhooks"],
+        },
         headers=basic(secret),
     )
     assert response.status_code == 200, response.get_json()
@@ -261,7 +282,9 @@ def test_deleted_technical_user_is_refused(client, factory):
 )
 def test_personal_token_of_an_owner_who_lost_admin_is_refused(client, factory, change, reason):
     workspace, admin, secret = factory.admin_token()
-    permission = db.session.execute(select(Permission).where(Permission.user_id == admin.id)).scalar()
+    permission = db.session.execute(
+        select(Permission).where(Permission.user_id == admin.id)
+    ).scalar()
     for name, value in change.items():
         setattr(permission, name, value)
     db.session.commit()
@@ -314,10 +337,14 @@ def test_bad_checksum_is_refused_without_a_lookup(app, client, factory):
     [
         ({}, "missing_credentials"),
         ({"Authorization": "Basic !!!not-base64!!!"}, "malformed_authorization_header"),
-        ({"Authorization": "Basic " + base64.b64encode(b"no-colon").decode()},
-         "malformed_authorization_header"),
-        ({"Authorization": "Basic " + base64.b64encode(b"\xff\xfe:\xff").decode()},
-         "malformed_authorization_header"),
+        (
+            {"Authorization": "Basic " + base64.b64encode(b"no-colon").decode()},
+            "malformed_authorization_header",
+        ),
+        (
+            {"Authorization": "Basic " + base64.b64encode(b"\xff\xfe:\xff").decode()},
+            "malformed_authorization_header",
+        ),
         ({"Authorization": "Bearer something"}, "missing_credentials"),
         ({"Authorization": "Basic"}, "malformed_authorization_header"),
     ],
@@ -379,7 +406,9 @@ def test_grant_type_in_query_and_body_counts_as_repeated(client, factory):
 
 def test_wrong_content_type(client, factory):
     _, _, secret = factory.admin_token()
-    response = client.post(TOKEN_URL, json={"grant_type": "client_credentials"}, headers=basic(secret))
+    response = client.post(
+        TOKEN_URL, json={"grant_type": "client_credentials"}, headers=basic(secret)
+    )
     assert "Content-Type" in assert_bad_request(response)["error_description"]
 
 
@@ -470,8 +499,16 @@ def test_last_use_is_written_at_most_once_a_minute(client, factory):
 
 def test_expiry_is_required_by_the_schema(app, factory):
     workspace = factory.workspace()
-    db.session.add(ApiToken(workspace_id=workspace.id, user_id=None, technical_user_id=None,
-                            secret_sha256="0" * 64, hint="abcd", expires_at=in_days(1)))
+    db.session.add(
+        ApiToken(
+            workspace_id=workspace.id,
+            user_id=None,
+            technical_user_id=None,
+            secret_sha256="0" * 64,
+            hint="abcd",
+            expires_at=in_days(1),
+        )
+    )
     with pytest.raises(Exception, match="(?i)check|constraint"):
         db.session.flush()
     db.session.rollback()

@@ -9,7 +9,7 @@ import jwt
 from ..keys import KeyRing
 from ..services.credentials import Principal
 
-ACCESS_TOKEN_TYP = "at+jwt"
+ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 - a media type, not a secret
 
 
 @dataclass(frozen=True)
@@ -103,4 +103,6 @@ class AccessTokenIssuer:
             algorithm=key.alg,
             headers={"typ": ACCESS_TOKEN_TYP, "kid": key.kid},
         )
-        return IssuedToken(token=token, jti=jti, kid=key.kid, issued_at=now, expires_at=now + self.ttl)
+        return IssuedToken(
+            token=token, jti=jti, kid=key.kid, issued_at=now, expires_at=now + self.ttl
+        )

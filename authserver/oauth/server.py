@@ -85,8 +85,15 @@ class AuthServer(AuthorizationServer):
     def _issuer() -> AccessTokenIssuer:
         return current_app.extensions["authserver.issuer"]
 
-    def _generate(self, grant_type, client, user=None, scope=None, expires_in=None,
-                  include_refresh_token=False):
+    def _generate(
+        self,
+        grant_type,
+        client,
+        user=None,
+        scope=None,
+        expires_in=None,
+        include_refresh_token=False,
+    ):
         """Sign the access token; the response shape is the one LeanIX clients expect."""
         issued = self._issuer().issue(client.principal, client.granted_scopes, client.audience)
         client.issued = issued

@@ -54,7 +54,9 @@ class Principal:
     @property
     def actor(self) -> Actor:
         """The principal as an audit actor."""
-        return Actor(id=self.subject_id, user_name=self.user_name, technical_user=self.technical_user)
+        return Actor(
+            id=self.subject_id, user_name=self.user_name, technical_user=self.technical_user
+        )
 
     @property
     def workspace(self) -> tuple[str, str]:

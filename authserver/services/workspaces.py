@@ -17,7 +17,11 @@ def check_workspace_name(name: str) -> str:
     if not WORKSPACE_NAME.match(name or ""):
         raise ValidationError(
             "Invalid workspace name",
-            [field_error("name", "use 1-64 letters, digits, - or _, starting with a letter or digit")],
+            [
+                field_error(
+                    "name", "use 1-64 letters, digits, - or _, starting with a letter or digit"
+                )
+            ],
         )
     return name
 
@@ -84,5 +88,3 @@ def grant_permission(user: User, workspace: Workspace, role: Role) -> Permission
 def first_workspace() -> Workspace | None:
     """Any workspace, to tell a fresh install from an initialised one."""
     return db.session.execute(select(Workspace).limit(1)).scalar()
-
-
