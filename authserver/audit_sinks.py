@@ -12,7 +12,7 @@ from collections.abc import Callable
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
-from .services.audit import PENDING_KEY, event_to_dict
+from .services.audit import PENDING_KEY
 
 log = logging.getLogger("authserver.audit")
 
@@ -21,6 +21,8 @@ Sink = Callable[[list[dict]], None]
 
 def log_sink(events: list[dict]) -> None:
     """Write each event as one structured JSON log line."""
+    if not log.isEnabledFor(logging.INFO):
+        return
     for event in events:
         log.info(json.dumps({"audit": event}, separators=(",", ":"), sort_keys=True))
 
@@ -50,32 +52,21 @@ class SinkRegistry:
 registry = SinkRegistry()
 
 
-READY_KEY = "audit_ready"
-
-
-def _before_commit(session: Session) -> None:
-    """Render pending events while their ids are still readable (after the last flush)."""
-    pending = session.info.pop(PENDING_KEY, None)
-    if pending:
-        session.flush()
-        session.info[READY_KEY] = [event_to_dict(event) for event in pending]
-
-
 def _after_commit(session: Session) -> None:
-    ready = session.info.pop(READY_KEY, None)
-    if ready and registry.sinks:
-        registry.emit(ready)
+    """Hand the committed transaction's events (already rendered) to the sinks."""
+    committed = session.info.pop(PENDING_KEY, None)
+    if committed and registry.sinks:
+        registry.emit(committed)
 
 
 def _after_rollback(session: Session, _previous_transaction=None) -> None:
+    """Events of a rolled-back transaction never existed."""
     session.info.pop(PENDING_KEY, None)
-    session.info.pop(READY_KEY, None)
 
 
 def init_app(app) -> None:
     """Install the commit hook and the configured sinks (once per process)."""
     if not sa_event.contains(Session, "after_commit", _after_commit):
-        sa_event.listen(Session, "before_commit", _before_commit)
         sa_event.listen(Session, "after_commit", _after_commit)
         sa_event.listen(Session, "after_soft_rollback", _after_rollback)
     if not registry.sinks:

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, bindparam, select, update
 
 from ..extensions import db
 from ..models import (
@@ -106,8 +106,7 @@ _OWNER_QUERY = (
 
 def resolve_principal(sha256: str, now: datetime) -> Principal:
     """Find the live principal behind a token digest, or raise CredentialRefused with the reason."""
-    row = db.session.execute(_OWNER_QUERY.where(ApiToken.secret_sha256 == sha256)).first()
-    return _live_principal(row, now)
+    return _live_principal(_owner_row(_BY_DIGEST, sha256), now)
 
 
 def resolve_principal_by_token_id(token_id: str, now: datetime) -> Principal:
@@ -116,8 +115,17 @@ def resolve_principal_by_token_id(token_id: str, now: datetime) -> Principal:
     Used wherever an access token is accepted, so that a revoked, expired or
     deleted API token, or a demoted owner, stops working at once, not at `exp`.
     """
-    row = db.session.execute(_OWNER_QUERY.where(ApiToken.id == token_id)).first()
-    return _live_principal(row, now)
+    return _live_principal(_owner_row(_BY_ID, token_id), now)
+
+
+# Built once, so SQLAlchemy computes each statement's cache key once per process.
+_BY_DIGEST = _OWNER_QUERY.where(ApiToken.secret_sha256 == bindparam("value"))
+_BY_ID = _OWNER_QUERY.where(ApiToken.id == bindparam("value"))
+
+
+def _owner_row(statement, value: str):
+    """Run an owner query on the session's connection (Core: this is the hot path)."""
+    return db.session.connection().execute(statement, {"value": value}).first()
 
 
 def _live_principal(row, now: datetime) -> Principal:
