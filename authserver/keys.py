@@ -11,6 +11,7 @@ import base64
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -23,6 +24,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+log = logging.getLogger(__name__)
 
 METADATA_FILE = "keys.json"
 LOCK_FILE = ".keys.lock"
@@ -175,11 +178,18 @@ def prune(keys_dir: Path, older_than_seconds: int) -> list[str]:
             if datetime.fromisoformat(since).timestamp() <= cutoff:
                 entry["state"] = RETIRED
                 entry["retired_at"] = _now_iso()
-                (keys_dir / f"{entry['kid']}.pem").unlink(missing_ok=True)
                 retired.append(entry["kid"])
         if retired:
+            # Metadata first: a process reloading now must not find a listed key's PEM gone.
             _write_metadata(keys_dir, entries)
+            for kid in retired:
+                (keys_dir / f"{kid}.pem").unlink(missing_ok=True)
     return retired
+
+
+def list_keys(keys_dir: Path) -> list[dict]:
+    """The metadata of every key, retired ones included, oldest first."""
+    return _read_metadata(Path(keys_dir))
 
 
 def _load_key(keys_dir: Path, entry: dict) -> SigningKey:
@@ -251,7 +261,12 @@ class KeyRing:
             except FileNotFoundError:
                 return  # keep serving with the keys already loaded
             if (stat.st_mtime_ns, stat.st_ino) != self._stamp:
-                self.reload()
+                try:
+                    self.reload()
+                except KeysError as error:
+                    # A change caught mid-way (e.g. a PEM pruned after we read keys.json):
+                    # keep signing with the keys we have and look again next time.
+                    log.warning("signing keys not reloaded: %s", error)
 
     def active(self) -> SigningKey:
         """The key that signs new tokens."""
