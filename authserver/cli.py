@@ -9,6 +9,7 @@ import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 
+from . import cli_keys
 from .errors import ApiError
 from .extensions import db
 from .keys import ensure_active_key
@@ -214,6 +215,7 @@ def init_app(app) -> None:
         create_technical_user_command,
     ):
         app.cli.add_command(command)
+    cli_keys.init_app(app)
 
 
 def main() -> None:

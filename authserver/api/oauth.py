@@ -12,7 +12,7 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 REPEATABLE = frozenset({"resource"})
 
 
-def check_form_request() -> None:
+def check_form_request(required: tuple[str, ...] = ()) -> None:
     """Refuse what RFC 6749 section 3.2 forbids before Authlib sees the request."""
     body = request.get_data(cache=True)
     if body and request.mimetype != FORM_TYPE:
@@ -25,15 +25,36 @@ def check_form_request() -> None:
     for name in request.values:
         if name not in REPEATABLE and len(request.values.getlist(name)) > 1:
             raise InvalidRequestError(f"Parameter {name[:40]!r} is repeated")
-    if not request.values.get("grant_type"):
-        raise InvalidRequestError("Missing grant_type")
+    for name in required:
+        if not request.values.get(name):
+            raise InvalidRequestError(f"Missing {name}")
 
 
 @bp.post("/token")
 def token():
     """Exchange an API token for a signed access token (client credentials)."""
     try:
-        check_form_request()
+        check_form_request(required=("grant_type",))
     except OAuth2Error as error:
         return server.handle_error_response(None, error)
     return server.create_token_response()
+
+
+@bp.post("/revoke")
+def revoke():
+    """RFC 7009: revoke an access token or an API token of the caller's workspace."""
+    try:
+        check_form_request()
+    except OAuth2Error as error:
+        return server.handle_error_response(None, error)
+    return server.create_endpoint_response("revocation")
+
+
+@bp.post("/introspect")
+def introspect():
+    """RFC 7662: is this token of the caller's workspace active, and whose is it?"""
+    try:
+        check_form_request()
+    except OAuth2Error as error:
+        return server.handle_error_response(None, error)
+    return server.create_endpoint_response("introspection")

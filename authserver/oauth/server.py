@@ -128,11 +128,24 @@ class AuthServer(AuthorizationServer):
         )
 
     def handle_error_response(self, request, error: OAuth2Error):
-        """Every refusal at the token endpoint is audited with its true reason."""
+        """Every refusal at the token endpoint is audited with its true reason.
+
+        At revocation and introspection only a failed client authentication is
+        (a malformed request there changes and reveals nothing).
+        """
         if not error.description:
             error.description = describe(error)
-        record_denial(error, getattr(request, "client", None))
+        view = flask_request.endpoint or ""
+        if view == "oauth.token":
+            record_denial(error, getattr(request, "client", None))
+        elif isinstance(error, InvalidClient):
+            record_denial(error, endpoint=view.rpartition(".")[2])
         return super().handle_error_response(request, error)
+
+    def register_endpoint_once(self, endpoint_cls) -> None:
+        """Register an endpoint class unless one of its name is there (init_app runs per app)."""
+        if endpoint_cls.ENDPOINT_NAME not in self._endpoints:
+            self.register_endpoint(endpoint_cls)
 
 
 DEFAULT_DESCRIPTIONS = {
@@ -148,8 +161,10 @@ def describe(error: OAuth2Error) -> str:
     return DEFAULT_DESCRIPTIONS.get(error.error, "The request was refused")
 
 
-def record_denial(error: OAuth2Error, client: ApiTokenClient | None = None) -> None:
-    """Audit one refused token request; the reason is never shown to the client."""
+def record_denial(
+    error: OAuth2Error, client: ApiTokenClient | None = None, endpoint: str | None = None
+) -> None:
+    """Audit one refused request; the reason is never shown to the client."""
     principal = getattr(error, "principal", None)
     if principal is None and isinstance(client, ApiTokenClient):
         principal = client.principal
@@ -157,6 +172,8 @@ def record_denial(error: OAuth2Error, client: ApiTokenClient | None = None) -> N
     payload = {"reason": reason, "error": error.error}
     if not isinstance(error, InvalidClient) and error.description:
         payload["description"] = error.description
+    if endpoint:
+        payload["endpoint"] = endpoint
     record_event(
         EventType.ACCESS_TOKEN_DENY,
         workspace=principal.workspace if principal else None,
