@@ -66,6 +66,13 @@ class Conflict(ApiError):
     type = "Conflict"
 
 
+class UnsupportedMediaType(ApiError):
+    """415: the body is not in a media type the endpoint accepts."""
+
+    status = 415
+    type = "UnsupportedMediaType"
+
+
 def field_error(field: str, message: str) -> dict:
     """One entry of the envelope's `errors` list."""
     return {"value": field, "messages": [message]}

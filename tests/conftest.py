@@ -266,3 +266,83 @@ def live_server(app, test_config, tmp_path):
     )
     yield server
     server.stop()
+
+
+# --- the management API ------------------------------------------------------------------
+
+MTM = "/services/mtm/v1"
+
+
+def bearer(access_token: str) -> dict:
+    """An `Authorization: Bearer` header."""
+    return {"Authorization": f"Bearer {access_token}"}
+
+
+def access_token_of(client, secret: str, **form) -> str:
+    """Exchange an API token for an access token; fail the test if refused."""
+    response = exchange(client, secret, **form)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()["access_token"]
+
+
+def iso_in_days(days: float) -> str:
+    """An ISO 8601 UTC time `days` from now, ending in Z."""
+    return in_days(days).isoformat().replace("+00:00", "Z")
+
+
+class Mgmt:
+    """The management API as one caller: a bearer access token (or none) and who it is."""
+
+    def __init__(self, client, access_token: str | None = None, **identity):
+        self.client = client
+        self.access_token = access_token
+        self.workspace = identity.get("workspace")
+        self.user = identity.get("user")
+        self.secret = identity.get("secret")
+
+    def call(self, method: str, path: str, **kwargs):
+        """One request to MTM + path with this caller's bearer token."""
+        headers = bearer(self.access_token) if self.access_token else {}
+        headers.update(kwargs.pop("headers", {}))
+        return self.client.open(MTM + path, method=method, headers=headers, **kwargs)
+
+    def get(self, path: str, **kwargs):
+        """GET."""
+        return self.call("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs):
+        """POST."""
+        return self.call("POST", path, **kwargs)
+
+    def put(self, path: str, **kwargs):
+        """PUT."""
+        return self.call("PUT", path, **kwargs)
+
+    def delete(self, path: str, **kwargs):
+        """DELETE."""
+        return self.call("DELETE", path, **kwargs)
+
+    def create_technical_user(self, user_name: str, role: str = "MEMBER", **extra):
+        """POST /technicalusers and return the created object (asserting 201)."""
+        body = {
+            "userName": user_name,
+            "permissionRole": role,
+            "apiTokenData": {"expiry": iso_in_days(30)},
+            **extra,
+        }
+        response = self.post("/technicalusers", json=body)
+        assert response.status_code == 201, response.get_json()
+        return response.get_json()["data"]
+
+
+def admin_mgmt(client, factory, workspace=None) -> Mgmt:
+    """A new ADMIN (of `workspace`, or of a new one) calling the management API."""
+    workspace, user, secret = factory.admin_token(workspace)
+    token = access_token_of(client, secret)
+    return Mgmt(client, token, workspace=workspace, user=user, secret=secret)
+
+
+@pytest.fixture
+def admin(client, factory) -> Mgmt:
+    """A workspace ADMIN calling the management API."""
+    return admin_mgmt(client, factory)
