@@ -9,7 +9,7 @@ import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 
-from . import cli_keys
+from . import cli_keys, demo_resources
 from .errors import ApiError
 from .extensions import db
 from .keys import ensure_active_key
@@ -216,6 +216,7 @@ def init_app(app) -> None:
     ):
         app.cli.add_command(command)
     cli_keys.init_app(app)
+    app.cli.add_command(demo_resources.demo_resources_command)
 
 
 def main() -> None:
