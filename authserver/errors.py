@@ -66,6 +66,13 @@ class Conflict(ApiError):
     type = "Conflict"
 
 
+class PayloadTooLarge(ApiError):
+    """413: the body is over MAX_CONTENT_LENGTH."""
+
+    status = 413
+    type = "PayloadTooLarge"
+
+
 class UnsupportedMediaType(ApiError):
     """415: the body is not in a media type the endpoint accepts."""
 

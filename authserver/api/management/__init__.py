@@ -5,12 +5,14 @@ Every call but the OpenAPI document needs a human ADMIN's bearer access token
 authorise, call one service function, and render; the request wrapper commits.
 """
 
-from flask import Blueprint, g, request
+from flask import Blueprint, current_app, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from ... import auth_bearer
-from ...errors import handle_api_error
+from ...errors import PayloadTooLarge, field_error, handle_api_error
 from ...extensions import db
 from ...models import Workspace
+from ...ratelimit import charge_principal
 from .params import origin
 
 bp = Blueprint("management", __name__, url_prefix="/services/mtm/v1")
@@ -29,6 +31,7 @@ def authenticate():
     if request.endpoint in PUBLIC_ENDPOINTS:
         return
     g.caller = auth_bearer.authenticate(request.headers.get("Authorization"), request.method)
+    charge_principal(g.caller.user_id)
 
 
 @bp.errorhandler(auth_bearer.ManagementAccessDenied)
@@ -37,6 +40,18 @@ def access_denied(error: auth_bearer.ManagementAccessDenied):
     response = handle_api_error(error)
     error.record(request.method, request.path, origin())
     return response
+
+
+@bp.errorhandler(RequestEntityTooLarge)
+def too_large(error: RequestEntityTooLarge):
+    """413 in the envelope, naming the limit."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    return handle_api_error(
+        PayloadTooLarge(
+            f"The request body is larger than {limit} bytes",
+            [field_error("body", f"must be at most {limit} bytes")],
+        )
+    )
 
 
 @bp.after_request

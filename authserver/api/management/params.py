@@ -76,15 +76,19 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
     return obj
 
 
+class _BadNumber(ValueError):
+    """A number JSON cannot carry faithfully."""
+
+
 def _no_constant(name: str) -> Any:
     """parse_constant: NaN and Infinity are not JSON (RFC 8259)."""
-    raise ValueError(f"{name} is not allowed in JSON")
+    raise _BadNumber(f"{name} is not allowed in JSON")
 
 
 def _finite_float(text: str) -> float:
     value = float(text)
     if value in (float("inf"), float("-inf")):
-        raise ValueError("number out of range")
+        raise _BadNumber("a number is out of range")
     return value
 
 
@@ -125,8 +129,10 @@ def json_object(required: bool = True) -> dict | None:
         raise _invalid_json("the body is not UTF-8") from None
     except json.JSONDecodeError as error:
         raise _invalid_json(f"{error.msg} at line {error.lineno} column {error.colno}") from None
-    except ValueError as error:  # NaN, Infinity, an integer of thousands of digits
-        raise _invalid_json(str(error)[:200]) from None
+    except _BadNumber as error:
+        raise _invalid_json(str(error)) from None
+    except ValueError:  # an integer of thousands of digits (int's conversion limit)
+        raise _invalid_json("a number has too many digits") from None
     except RecursionError:
         raise _invalid_json("nested too deeply") from None
     if not isinstance(data, dict):
