@@ -23,12 +23,14 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.json.sort_keys = False
     logging.getLogger("authserver").setLevel(settings["LOG_LEVEL"])
 
-    from . import audit_sinks, database, errors
+    from . import audit_sinks, database, errors, ratelimit, security
     from .extensions import db, migrate
 
     database.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR, render_as_batch=True)
     audit_sinks.init_app(app)
+    ratelimit.init_app(app)
+    security.init_app(app)
     _init_keys(app)
 
     from . import oauth

@@ -25,6 +25,7 @@ DEFAULT_APIS = (
     "metrics",
 )
 DEFAULT_TECHNICAL_USER_APIS = ("integration-api", "webhooks", "graphql")
+AUDIT_SINK_NAMES = ("log", "webhook")
 
 
 class ConfigError(ValueError):
@@ -77,6 +78,40 @@ def _parse_choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def _parse_sinks(raw: str) -> tuple[str, ...]:
+    sinks = _parse_list(raw)
+    unknown = [sink for sink in sinks if sink not in AUDIT_SINK_NAMES]
+    if unknown:
+        raise ConfigError(
+            f"names unknown sinks {', '.join(unknown)}; known: {', '.join(AUDIT_SINK_NAMES)}"
+        )
+    return tuple(dict.fromkeys(sinks))
+
+
+def _parse_secret(raw: str) -> str:
+    # Never echo the value: this one is a secret.
+    if len(raw.strip()) < 16:
+        raise ConfigError("must be at least 16 characters")
+    return raw.strip()
+
+
+def _parse_rate(raw: str) -> str:
+    from limits import parse_many
+
+    try:
+        parse_many(raw)
+    except ValueError:
+        raise ConfigError(f"must be a rate such as 100/minute, got {raw!r}") from None
+    return raw
+
+
+def _parse_session_key(raw: str) -> str:
+    # Never echo the value: it signs every console session cookie.
+    if len(raw.strip()) < 32:
+        raise ConfigError("must be at least 32 characters")
+    return raw.strip()
+
+
 def _parse_text(raw: str) -> str:
     if not raw.strip():
         raise ConfigError("must not be empty")
@@ -119,7 +154,63 @@ SETTINGS: dict[str, Setting] = {
     "MAX_CONTENT_LENGTH": Setting(
         64 * 1024, _parse_int(1024, 16 * 1024 * 1024), "largest accepted request body, bytes"
     ),
+    "CORS_ORIGINS": Setting(
+        (), _parse_list, "origins allowed to call from a browser (CORS); none by default"
+    ),
+    "RATELIMIT_ENABLED": Setting(True, _parse_bool, "false turns every rate limit off"),
+    "RATELIMIT_STORAGE_URI": Setting(
+        "memory://", _parse_text, "limits storage; redis://host:6379 shares limits across instances"
+    ),
+    "RATELIMIT_TOKEN_PER_IP": Setting(
+        "1200/minute", _parse_rate, "token/revoke/introspect requests per client IP"
+    ),
+    "RATELIMIT_TOKEN_PER_TOKEN": Setting(
+        "600/minute", _parse_rate, "token/revoke/introspect requests per presented API token"
+    ),
+    "RATELIMIT_FAILED_AUTH_PER_IP": Setting(
+        "20/minute", _parse_rate, "failed client authentications per IP before every request is 429"
+    ),
+    "RATELIMIT_MANAGEMENT_PER_PRINCIPAL": Setting(
+        "1800/minute", _parse_rate, "management API calls per authenticated principal"
+    ),
     "LOG_LEVEL": Setting("INFO", _parse_choice("DEBUG", "INFO", "WARNING", "ERROR"), "log level"),
+    "AUDIT_SINKS": Setting(("log",), _parse_sinks, "where committed audit events go: log, webhook"),
+    "AUDIT_WEBHOOK_URL": Setting(None, _parse_url, "the webhook sink POSTs event batches here"),
+    "AUDIT_WEBHOOK_SECRET": Setting(
+        None, _parse_secret, "if set, the webhook sink signs each body (HMAC-SHA256)"
+    ),
+    "AUDIT_WEBHOOK_TIMEOUT": Setting(5, _parse_int(1, 60), "webhook request timeout, seconds"),
+    "AUDIT_WEBHOOK_RETRIES": Setting(
+        5, _parse_int(0, 20), "webhook retries per batch, with exponential backoff"
+    ),
+    "AUDIT_WEBHOOK_QUEUE_SIZE": Setting(
+        10_000, _parse_int(1, 1_000_000), "events held for the webhook; beyond it they are dropped"
+    ),
+    "AUDIT_SEAL_INTERVAL": Setting(
+        1, _parse_int(0, 3600), "seconds between automatic seals per process; 0 turns them off"
+    ),
+    "AUDIT_SEAL_SETTLE": Setting(2, _parse_int(0, 3600), "seal only events this many seconds old"),
+    # The admin console (authserver.console).
+    "SECRET_KEY": Setting(
+        None,
+        _parse_session_key,
+        "signs console session cookies; default: generated once into KEYS_DIR/session-secret",
+    ),
+    "SESSION_COOKIE_SECURE": Setting(
+        False, _parse_bool, "always mark the console cookie Secure (HTTPS requests always do)"
+    ),
+    "CONSOLE_SESSION_LIFETIME": Setting(
+        8 * 3600, _parse_int(300, 7 * 86400), "a console sign-in lasts this long, seconds"
+    ),
+    "CONSOLE_LOGIN_ATTEMPTS": Setting(
+        5, _parse_int(1, 10_000), "refused console sign-ins per email within the window"
+    ),
+    "CONSOLE_LOGIN_ATTEMPTS_PER_IP": Setting(
+        20, _parse_int(1, 100_000), "refused console sign-ins per client address in the window"
+    ),
+    "CONSOLE_LOGIN_WINDOW": Setting(
+        900, _parse_int(1, 86400), "the console sign-in rate-limit window, seconds"
+    ),
 }
 
 
@@ -152,9 +243,23 @@ def _check_consistency(config: dict) -> None:
         )
     if config["INSTANCE_URL"] is None:
         config["INSTANCE_URL"] = config["ISSUER"]
+    _check_audit_sinks(config)
     prefix = config["TOKEN_PREFIX"]
     if not prefix.isascii() or not all(ch.isalnum() or ch == "_" for ch in prefix):
         raise ConfigError(f"{ENV_PREFIX}TOKEN_PREFIX must be ASCII letters, digits or _")
+
+
+def _check_audit_sinks(config: dict) -> None:
+    """The webhook sink needs its URL, and a URL without the sink is a mistake."""
+    webhook = "webhook" in config["AUDIT_SINKS"]
+    if webhook and not config["AUDIT_WEBHOOK_URL"]:
+        raise ConfigError(
+            f"{ENV_PREFIX}AUDIT_SINKS includes webhook but {ENV_PREFIX}AUDIT_WEBHOOK_URL is not set"
+        )
+    if config["AUDIT_WEBHOOK_URL"] and not webhook:
+        raise ConfigError(
+            f"{ENV_PREFIX}AUDIT_WEBHOOK_URL is set but {ENV_PREFIX}AUDIT_SINKS lacks webhook"
+        )
 
 
 def from_environment(overrides: Mapping[str, Any] | None = None) -> dict:

@@ -1,5 +1,7 @@
 """Extensions, created unbound here and bound to the app in create_app()."""
 
+from flask import request
+from flask_limiter import Limiter
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
@@ -25,3 +27,5 @@ class Base(DeclarativeBase):
 # (on SQLite a new transaction would take the write lock again).
 db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 migrate = Migrate()
+# Limits are declared per route in authserver.ratelimit; the default key is the client address.
+limiter = Limiter(key_func=lambda: request.remote_addr or "unknown", key_prefix="authserver")

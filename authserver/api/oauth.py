@@ -4,6 +4,7 @@ from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
 from flask import Blueprint, request
 
 from ..oauth import server
+from ..ratelimit import client_auth_limits
 
 bp = Blueprint("oauth", __name__, url_prefix="/services/mtm/v1/oauth2")
 
@@ -31,6 +32,7 @@ def check_form_request(required: tuple[str, ...] = ()) -> None:
 
 
 @bp.post("/token")
+@client_auth_limits
 def token():
     """Exchange an API token for a signed access token (client credentials)."""
     try:
@@ -41,6 +43,7 @@ def token():
 
 
 @bp.post("/revoke")
+@client_auth_limits
 def revoke():
     """RFC 7009: revoke an access token or an API token of the caller's workspace."""
     try:
@@ -51,6 +54,7 @@ def revoke():
 
 
 @bp.post("/introspect")
+@client_auth_limits
 def introspect():
     """RFC 7662: is this token of the caller's workspace active, and whose is it?"""
     try:
