@@ -512,3 +512,31 @@ def test_expiry_is_required_by_the_schema(app, factory):
     with pytest.raises(Exception, match="(?i)check|constraint"):
         db.session.flush()
     db.session.rollback()
+
+
+def test_body_client_id_beside_basic_is_tolerated_when_it_matches(client, factory):
+    _, _, secret = factory.admin_token()
+    same = client.post(
+        TOKEN_URL,
+        data={"grant_type": "client_credentials", "client_id": "apitoken"},
+        headers=basic(secret),
+    )
+    assert same.status_code == 200, same.get_json()
+    other = client.post(
+        TOKEN_URL,
+        data={"grant_type": "client_credentials", "client_id": "someone"},
+        headers=basic(secret),
+    )
+    assert_bad_request(other)
+
+
+def test_non_ascii_parameter_names_are_quoted_safely(client, factory):
+    _, _, secret = factory.admin_token()
+    response = client.post(
+        TOKEN_URL,
+        data="%C2%B1=1&%C2%B1=2&grant_type=client_credentials",
+        content_type="application/x-www-form-urlencoded",
+        headers=basic(secret),
+    )
+    body = assert_bad_request(response)
+    assert body["error_description"].isascii()

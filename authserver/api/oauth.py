@@ -4,6 +4,7 @@ from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
 from flask import Blueprint, request
 
 from ..oauth import server
+from ..oauth.errors import echo
 from ..ratelimit import client_auth_limits
 
 bp = Blueprint("oauth", __name__, url_prefix="/services/mtm/v1/oauth2")
@@ -25,7 +26,7 @@ def check_form_request(required: tuple[str, ...] = ()) -> None:
         raise InvalidRequestError("The request is not valid UTF-8") from None
     for name in request.values:
         if name not in REPEATABLE and len(request.values.getlist(name)) > 1:
-            raise InvalidRequestError(f"Parameter {name[:40]!r} is repeated")
+            raise InvalidRequestError(f"Parameter '{echo(name)}' is repeated")
     for name in required:
         if not request.values.get(name):
             raise InvalidRequestError(f"Missing {name}")

@@ -81,15 +81,21 @@ class ApiTokenClient(ClientMixin):
 
 
 def presented_credentials(request) -> tuple[str, str]:
-    """(client_id, secret) from Basic or the form body; refuses both at once or neither."""
+    """(client_id, secret) from Basic or the form body.
+
+    Two secrets (Basic and `client_secret`) are one method too many (RFC 6749
+    section 2.3); a body `client_id` beside Basic is tolerated when it names the
+    same client, as some clients send it out of habit.
+    """
     basic = parse_basic(request.headers.get("Authorization"))
     form = request.form
-    in_body = "client_id" in form or "client_secret" in form
-    if basic and in_body:
-        raise InvalidRequestError("Use one client authentication method, not both")
     if basic:
+        if "client_secret" in form:
+            raise InvalidRequestError("Use one client authentication method, not both")
+        if "client_id" in form and form["client_id"] != basic[0]:
+            raise InvalidRequestError("client_id does not match the Authorization header")
         return basic
-    if in_body:
+    if "client_id" in form or "client_secret" in form:
         return form.get("client_id", ""), form.get("client_secret", "")
     raise InvalidClient("missing_credentials")
 

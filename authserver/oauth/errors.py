@@ -1,6 +1,17 @@
 """OAuth errors (RFC 6749 section 5.2 JSON) that render themselves, carrying the audit reason."""
 
+import re
+
 from authlib.oauth2.rfc6749 import errors as rfc6749
+
+# RFC 6749 section 5.2: error_description is %x20-21 / %x23-5B / %x5D-7E.
+_NOT_ALLOWED = re.compile(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]")
+
+
+def echo(value, limit: int = 40) -> str:
+    """A client-supplied value made safe to quote in an error_description."""
+    return _NOT_ALLOWED.sub("?", str(value)[:limit])
+
 
 # One description for every invalid_client cause: which one applied is for the audit log only.
 GENERIC_CLIENT_ERROR = "Client authentication failed"

@@ -15,7 +15,7 @@ from flask import request as flask_request
 from ..services.audit import EventType, Origin, record_event
 from ..services.credentials import note_use
 from .client_auth import AUTH_METHOD, ApiTokenClient, authenticate_api_token
-from .errors import InvalidClient, InvalidTarget
+from .errors import InvalidClient, InvalidTarget, echo
 from .jwt_tokens import AccessTokenIssuer
 
 
@@ -53,7 +53,7 @@ class ApiTokenGrant(grants.ClientCredentialsGrant):
         for resource in resources:
             api = resource_to_api(resource, config)
             if api is None or api not in allowed:
-                raise InvalidTarget(f"Resource is unknown or not allowed: {resource[:100]}")
+                raise InvalidTarget(f"Resource is unknown or not allowed: {echo(resource, 100)}")
             if api not in audience:
                 audience.append(api)
         return tuple(audience)
@@ -157,7 +157,7 @@ DEFAULT_DESCRIPTIONS = {
 def describe(error: OAuth2Error) -> str:
     """A description for errors Authlib leaves without one (RFC 6749 makes it optional)."""
     if isinstance(error, UnsupportedGrantTypeError):
-        return f"Unsupported grant_type {str(error.grant_type)[:40]!r}; use client_credentials"
+        return f"Unsupported grant_type '{echo(error.grant_type)}'; use client_credentials"
     return DEFAULT_DESCRIPTIONS.get(error.error, "The request was refused")
 
 
