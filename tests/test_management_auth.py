@@ -99,39 +99,56 @@ def technical(client, factory, workspace, role: Role) -> Mgmt:
     return Mgmt(client, access_token_of(client, secret))
 
 
-@pytest.fixture
-def world(app, client, factory):
-    """A workspace with an admin, a technical user and every kind of caller."""
-    admin = admin_mgmt(client, factory)
-    workspace = admin.workspace
-    technical_user, _, _ = factory.technical_user(workspace, Role.MEMBER, name="existing")
-    personal = db.session.execute(
-        select(api_tokens.ApiToken).where(api_tokens.ApiToken.user_id == admin.user.id)
-    ).scalar_one()
-    revoked = admin_mgmt(client, factory, workspace)
-    revoked_token = api_tokens.get_personal_token(workspace.id, revoked.user.id, _token_id(revoked))
-    api_tokens.delete_personal_token(workspace, revoked_token, actor=CLI_ACTOR, origin=NO_ORIGIN)
+def revoked_admin(client, factory, workspace) -> Mgmt:
+    """An admin whose personal token was deleted after it got an access token."""
+    caller = admin_mgmt(client, factory, workspace)
+    token = api_tokens.get_personal_token(workspace.id, caller.user.id, _token_id(caller))
+    api_tokens.delete_personal_token(workspace, token, actor=CLI_ACTOR, origin=NO_ORIGIN)
     db.session.commit()
+    return caller
+
+
+def expired_admin(app, admin: Mgmt) -> Mgmt:
+    """The admin's access token, re-signed with a lifetime that ended an hour ago."""
     now = int(time.time())
-    callers = {
-        "admin": admin,
-        "co_admin": admin_mgmt(client, factory, workspace),
-        "member": demoted(client, factory, workspace, Role.MEMBER),
-        "viewer": demoted(client, factory, workspace, Role.VIEWER),
-        "tech_admin": technical(client, factory, workspace, Role.ADMIN),
-        "tech_member": technical(client, factory, workspace, Role.MEMBER),
-        "tech_viewer": technical(client, factory, workspace, Role.VIEWER),
-        "other_admin": admin_mgmt(client, factory),
-        "expired": Mgmt(
-            client,
-            forge(
-                app, admin.access_token, {"iat": now - 7200, "nbf": now - 7200, "exp": now - 3600}
-            ),
-        ),
-        "revoked": revoked,
-        "none": Mgmt(client),
+    lifetime = {"iat": now - 7200, "nbf": now - 7200, "exp": now - 3600}
+    return Mgmt(admin.client, forge(app, admin.access_token, lifetime))
+
+
+CALLER_BUILDERS = {
+    "admin": lambda app, client, factory, admin: admin,
+    "co_admin": lambda app, client, factory, admin: admin_mgmt(client, factory, admin.workspace),
+    "member": lambda app, client, factory, admin: demoted(
+        client, factory, admin.workspace, Role.MEMBER
+    ),
+    "viewer": lambda app, client, factory, admin: demoted(
+        client, factory, admin.workspace, Role.VIEWER
+    ),
+    "tech_admin": lambda app, client, factory, admin: technical(
+        client, factory, admin.workspace, Role.ADMIN
+    ),
+    "tech_member": lambda app, client, factory, admin: technical(
+        client, factory, admin.workspace, Role.MEMBER
+    ),
+    "tech_viewer": lambda app, client, factory, admin: technical(
+        client, factory, admin.workspace, Role.VIEWER
+    ),
+    "other_admin": lambda app, client, factory, admin: admin_mgmt(client, factory),
+    "expired": lambda app, client, factory, admin: expired_admin(app, admin),
+    "revoked": lambda app, client, factory, admin: revoked_admin(client, factory, admin.workspace),
+    "none": lambda app, client, factory, admin: Mgmt(client),
+}
+
+
+@pytest.fixture
+def world(app, client, factory, admin):
+    """A workspace with an admin and a technical user; callers are built on demand."""
+    technical_user, _, _ = factory.technical_user(admin.workspace, Role.MEMBER, name="existing")
+    return {
+        "caller": lambda name: CALLER_BUILDERS[name](app, client, factory, admin),
+        "tu": technical_user.id,
+        "pt": _token_id(admin),
     }
-    return {"callers": callers, "tu": technical_user.id, "pt": personal.id}
 
 
 def _token_id(caller: Mgmt) -> str:
@@ -155,7 +172,7 @@ def _body(kind, counter=[0]):  # noqa: B006 - a counter shared by the matrix on 
 @pytest.mark.parametrize(("route", "method", "path", "body"), ROUTES, ids=[r[0] for r in ROUTES])
 def test_role_matrix(world, caller_name, route, method, path, body):
     """Every route answers each kind of caller as DESIGN section 2 says, and denials are audited."""
-    caller = world["callers"][caller_name]
+    caller = world["caller"](caller_name)
     url = path.format(tu=world["tu"], pt=world["pt"])
     before = len(denials())
     body = _body(body)
