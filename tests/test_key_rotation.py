@@ -33,6 +33,7 @@ def rotating_app(app, test_config, tmp_path, monkeypatch):
     with own.app_context():
         yield own
         db.session.remove()
+        db.engine.dispose()
 
 
 def kids(client) -> set[str]:
