@@ -44,6 +44,10 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.register_blueprint(oauth_views.bp)
     app.register_blueprint(well_known.bp)
     app.register_blueprint(management.bp)
+
+    from . import console
+
+    console.init_app(app)
     errors.init_app(app)
 
     from . import cli

@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 
-from . import cli_keys, demo_resources
+from . import cli_keys, demo_resources, passwords
+from .console import secret as console_secret
 from .errors import ApiError
 from .extensions import db
 from .keys import ensure_active_key
@@ -44,9 +46,11 @@ def _upgrade_schema() -> None:
 
 
 def _ensure_keys() -> bool:
-    return ensure_active_key(
+    made = ensure_active_key(
         Path(current_app.config["KEYS_DIR"]), current_app.config["SIGNING_ALG"]
     )
+    console_secret.ensure(current_app)  # the console's session key, before any worker starts
+    return made
 
 
 def bootstrap(workspace_name: str, admin_email: str, token_days: int) -> dict:
@@ -54,6 +58,10 @@ def bootstrap(workspace_name: str, admin_email: str, token_days: int) -> dict:
     workspace, _ = workspaces.get_or_create_workspace(workspace_name)
     admin, _ = workspaces.get_or_create_user(admin_email, workspace.account_id)
     workspaces.grant_permission(admin, workspace, Role.ADMIN)
+    console_password = None
+    if admin.password_hash is None:  # a console password, printed once, only if none is set
+        console_password = passwords.generate_password()
+        passwords.set_password(admin, console_password, actor=CLI_ACTOR, origin=NO_ORIGIN)
     lifetime = min(
         timedelta(days=token_days), timedelta(seconds=current_app.config["MAX_TOKEN_LIFETIME"])
     )
@@ -74,6 +82,7 @@ def bootstrap(workspace_name: str, admin_email: str, token_days: int) -> dict:
         "tokenId": token.id,
         "apiToken": secret,
         "expiry": token.expires_at.isoformat(),
+        **({"consolePassword": console_password} if console_password else {}),
     }
 
 
@@ -86,6 +95,12 @@ def _print_bootstrap(result: dict, as_json: bool) -> None:
             f"admin     {result['userName']} ({result['userId']})",
             "API token (shown once, store it now):",
             f"  {result['apiToken']}",
+            *(
+                ["console password (shown once; sign in at /admin/login):"]
+                + [f"  {result['consolePassword']}"]
+                if "consolePassword" in result
+                else []
+            ),
         ],
     )
 
@@ -206,6 +221,26 @@ def create_technical_user_command(workspace_name, name, role, expires, descripti
     )
 
 
+@click.command("set-password")
+@click.argument("email")
+@with_appcontext
+def set_password_command(email):
+    """Set a user's console password, read from standard input (asked twice on a terminal)."""
+    if sys.stdin.isatty():
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    user = passwords.find_user(email)
+    if user is None:
+        raise click.ClickException(f"no user with email {email}")
+    try:
+        passwords.set_password(user, password, actor=CLI_ACTOR, origin=NO_ORIGIN)
+    except ApiError as error:
+        _fail(error)
+    db.session.commit()
+    click.echo(f"password set for {user.user_name}")
+
+
 def init_app(app) -> None:
     """Register the commands."""
     for command in (
@@ -213,6 +248,7 @@ def init_app(app) -> None:
         serve_command,
         create_user_command,
         create_technical_user_command,
+        set_password_command,
     ):
         app.cli.add_command(command)
     cli_keys.init_app(app)

@@ -31,6 +31,11 @@ class EventType(StrEnum):
     ACCESS_TOKEN_REVOKE = "ACCESS_TOKEN_REVOKE"
     SIGNING_KEY_ROTATE = "SIGNING_KEY_ROTATE"
     MANAGEMENT_ACCESS_DENY = "MANAGEMENT_ACCESS_DENY"
+    # The admin console (authserver.console): sign-in, its refusals, sign-out, passwords.
+    CONSOLE_LOGIN = "CONSOLE_LOGIN"
+    CONSOLE_LOGIN_DENY = "CONSOLE_LOGIN_DENY"
+    CONSOLE_LOGOUT = "CONSOLE_LOGOUT"
+    USER_PASSWORD_SET = "USER_PASSWORD_SET"
 
 
 @dataclass(frozen=True)
