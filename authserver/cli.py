@@ -10,7 +10,7 @@ import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 
-from . import cli_keys, demo_resources, passwords
+from . import cli_audit, cli_keys, demo_resources, passwords
 from .console import secret as console_secret
 from .errors import ApiError
 from .extensions import db
@@ -57,7 +57,7 @@ def bootstrap(workspace_name: str, admin_email: str, token_days: int) -> dict:
     """Create the workspace and admin if missing, and issue the admin a new personal token."""
     workspace, _ = workspaces.get_or_create_workspace(workspace_name)
     admin, _ = workspaces.get_or_create_user(admin_email, workspace.account_id)
-    workspaces.grant_permission(admin, workspace, Role.ADMIN)
+    workspaces.grant_permission(admin, workspace, Role.ADMIN, actor=CLI_ACTOR)
     console_password = None
     if admin.password_hash is None:  # a console password, printed once, only if none is set
         console_password = passwords.generate_password()
@@ -162,7 +162,7 @@ def create_user_command(workspace_name, email, role, as_json):
     try:
         workspace = workspaces.find_workspace(workspace_name)
         user, _ = workspaces.get_or_create_user(email, workspace.account_id)
-        permission = workspaces.grant_permission(user, workspace, Role(role))
+        permission = workspaces.grant_permission(user, workspace, Role(role), actor=CLI_ACTOR)
     except ApiError as error:
         _fail(error)
     db.session.commit()
@@ -253,6 +253,7 @@ def init_app(app) -> None:
         app.cli.add_command(command)
     cli_keys.init_app(app)
     app.cli.add_command(demo_resources.demo_resources_command)
+    cli_audit.init_app(app)
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Index, String, text
+from sqlalchemy import JSON, BigInteger, Boolean, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
@@ -15,8 +15,9 @@ UNSEALED = text("chain_hash IS NULL")
 class AuditEvent(db.Model):
     """One immutable record of a grant, denial, change or revocation.
 
-    Events are inserted with `chain_hash` NULL, so writers never wait on one
-    another; a sealing step later chains them per workspace in id order.
+    Events are inserted with `chain_hash` and `chain_seq` NULL, so writers never
+    wait on one another; a sealing step later chains them per workspace and
+    gives each its position in the chain (see `authserver.audit_chain`).
     """
 
     __tablename__ = "audit_events"
@@ -26,6 +27,7 @@ class AuditEvent(db.Model):
         Index("ix_audit_events_workspace_actor_id", "workspace_id", "actor_id", "id"),
         Index("ix_audit_events_workspace_target_id", "workspace_id", "target_id", "id"),
         Index("ix_audit_events_workspace_created_at", "workspace_id", "created_at"),
+        Index("uq_audit_events_workspace_chain_seq", "workspace_id", "chain_seq", unique=True),
         Index(
             "ix_audit_events_unsealed",
             "id",
@@ -49,13 +51,15 @@ class AuditEvent(db.Model):
     user_agent: Mapped[str | None] = mapped_column(String(512))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     chain_hash: Mapped[str | None] = mapped_column(String(64))
+    chain_seq: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class AuditCheckpoint(db.Model):
     """Where a workspace's chain stands: the last sealed event and its hash.
 
     `chain_key` is the workspace id, or "-" for events that belong to no
-    workspace (denials for unknown tokens). After a prune, `pruned_through_id`
+    workspace (denials for unknown tokens). `last_seq` is the position of the
+    last sealed event. After a prune, `pruned_through_id`, `pruned_through_seq`
     and the hash kept at that point let verification resume from there.
     """
 
@@ -64,6 +68,8 @@ class AuditCheckpoint(db.Model):
     chain_key: Mapped[str] = mapped_column(String(64), primary_key=True)
     last_event_id: Mapped[int] = mapped_column(BigIntId, default=0)
     last_hash: Mapped[str] = mapped_column(String(64))
+    last_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     pruned_through_id: Mapped[int] = mapped_column(BigIntId, default=0)
     pruned_hash: Mapped[str | None] = mapped_column(String(64))
+    pruned_through_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -36,6 +36,9 @@ class EventType(StrEnum):
     CONSOLE_LOGIN_DENY = "CONSOLE_LOGIN_DENY"
     CONSOLE_LOGOUT = "CONSOLE_LOGOUT"
     USER_PASSWORD_SET = "USER_PASSWORD_SET"
+    # Not in the MTM list: a human's role in a workspace decides whether their personal
+    # tokens work and what they grant, so its changes (CLI only today) are audited too.
+    PERMISSION_UPDATE = "PERMISSION_UPDATE"
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from sqlalchemy import select
 from ..errors import NotFound, ValidationError, field_error
 from ..extensions import db
 from ..models import Account, Permission, Role, Status, User, Workspace
+from .audit import Actor, EventType, Target, record_event
 
 WORKSPACE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -68,13 +69,19 @@ def get_or_create_user(email: str, account_id: str | None = None) -> tuple[User,
     return user, True
 
 
-def grant_permission(user: User, workspace: Workspace, role: Role) -> Permission:
-    """Give the user this role in the workspace (ACTIVE), creating or updating the permission."""
+def grant_permission(
+    user: User, workspace: Workspace, role: Role, *, actor: Actor | None = None
+) -> Permission:
+    """Give the user this role in the workspace (ACTIVE), creating or updating the permission.
+
+    With an `actor`, a change (not a no-op) is audited as PERMISSION_UPDATE.
+    """
     permission = db.session.execute(
         select(Permission).where(
             Permission.user_id == user.id, Permission.workspace_id == workspace.id
         )
     ).scalar()
+    before = None if permission is None else {"role": permission.role, "status": permission.status}
     if permission is None:
         permission = Permission(user_id=user.id, workspace_id=workspace.id, role=role.value)
         db.session.add(permission)
@@ -82,6 +89,15 @@ def grant_permission(user: User, workspace: Workspace, role: Role) -> Permission
         permission.role = role.value
         permission.status = Status.ACTIVE.value
     db.session.flush()
+    after = {"role": permission.role, "status": permission.status}
+    if actor is not None and before != after:
+        record_event(
+            EventType.PERMISSION_UPDATE,
+            workspace=(workspace.id, workspace.name),
+            actor=actor,
+            target=Target(type="USER", id=user.id, name=user.user_name),
+            payload={"permissionId": permission.id, "before": before, "after": after},
+        )
     return permission
 
 
