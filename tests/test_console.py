@@ -356,6 +356,7 @@ def test_every_page_renders(signed_in, factory):
             assert response.headers["X-Frame-Options"] == "DENY", path
     assert "reporting" in text(client.get("/admin/technical-users"))
     assert "laptop" in text(client.get("/admin/api-tokens"))
+    assert len(events("CONSOLE_LOGIN")) == 1  # revisiting the only workspace records nothing
 
 
 def test_unknown_pages_are_console_404_pages(signed_in):

@@ -106,7 +106,10 @@ def choose_workspace():
         return _denied_page(user, "not_admin")
     next_path = safe_next(request.values.get("next"))
     if request.method == "GET" and len(choices) == 1:
-        return _enter(auth.enter_workspace(user, choices[0][1].id), next_path)
+        only = choices[0][1].id
+        if session.get(auth.WORKSPACE) == only:  # already working there: nothing to record
+            return redirect(next_path or url_for(".administration"))
+        return _enter(auth.enter_workspace(user, only), next_path)
     form = Form(request.form, {"workspace": "Workspace"})
     if request.method == "POST":
         admin = auth.enter_workspace(user, form.value("workspace"))
