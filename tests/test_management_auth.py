@@ -417,3 +417,31 @@ def test_openapi_is_public(client):
     response = client.get("/services/mtm/v1/openapi.json")
     assert response.status_code == 200
     assert denials() == []
+
+
+def test_key_rotation_is_seen_without_restart(app, test_config, tmp_path):
+    """After a rotation, tokens of the new key and of the retiring one are both accepted."""
+    from authserver import create_app
+    from authserver.keys import ensure_active_key, rotate
+
+    from .conftest import Factory
+
+    ensure_active_key(tmp_path, "ES256")
+    own_keys = create_app({**test_config, "KEYS_DIR": str(tmp_path), "TESTING": True})
+    with own_keys.app_context():
+        try:
+            client = own_keys.test_client()
+            _, _, secret = Factory(own_keys).admin_token()
+            before = access_token_of(client, secret)
+            assert Mgmt(client, before).get("/technicalusers").status_code == 200
+            rotate(tmp_path, "ES256")
+            own_keys.extensions["authserver.keys"].reload()
+            after = access_token_of(client, secret)
+            kids = {jwt.get_unverified_header(t)["kid"] for t in (before, after)}
+            assert len(kids) == 2
+            # The verifier built before the rotation is rebuilt for the new key set.
+            for token in (after, before):
+                assert Mgmt(client, token).get("/technicalusers").status_code == 200
+        finally:
+            db.session.remove()
+            db.engine.dispose()
