@@ -9,6 +9,7 @@ import logging
 from http import HTTPStatus
 
 from flask import Response, jsonify, request
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from .extensions import db
@@ -18,7 +19,12 @@ log = logging.getLogger(__name__)
 OAUTH_PREFIX = "/services/mtm/v1/oauth2/"
 MTM_PREFIX = "/services/mtm/v1/"
 
-HTTP_TO_OAUTH_ERROR = {401: "invalid_client", 429: "slow_down", 500: "server_error"}
+HTTP_TO_OAUTH_ERROR = {
+    401: "invalid_client",
+    429: "slow_down",
+    500: "server_error",
+    503: "temporarily_unavailable",
+}
 
 
 class ApiError(Exception):
@@ -132,6 +138,13 @@ def handle_http_exception(error: HTTPException) -> Response:
     return render_http_error(error.code or 500, description, headers)
 
 
+def handle_database_unavailable(error: OperationalError) -> Response:
+    """The database is locked or unreachable: 503, try again shortly; never a stack trace."""
+    db.session.rollback()
+    log.warning("database unavailable on %s %s: %s", request.method, request.path, error.orig)
+    return render_http_error(503, "The service is busy; try again", {"Retry-After": "1"})
+
+
 def handle_unexpected(error: Exception) -> Response:
     """A bug: roll back, log it (without request data), answer a plain 500."""
     db.session.rollback()
@@ -144,6 +157,7 @@ def init_app(app) -> None:
     """Register the handlers."""
     app.register_error_handler(ApiError, handle_api_error)
     app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(OperationalError, handle_database_unavailable)
     app.register_error_handler(Exception, handle_unexpected)
 
 
