@@ -6,6 +6,7 @@
 """
 
 import logging
+import sqlite3
 from http import HTTPStatus
 
 from flask import Response, jsonify, request
@@ -138,10 +139,19 @@ def handle_http_exception(error: HTTPException) -> Response:
     return render_http_error(error.code or 500, description, headers)
 
 
-def handle_database_unavailable(error: OperationalError) -> Response:
-    """The database is locked or unreachable: 503, try again shortly; never a stack trace."""
+def handle_database_unavailable(error: Exception) -> Response:
+    """The database is locked or unreachable: 503, try again shortly; never a stack trace.
+
+    SQLAlchemy's OperationalError, or sqlite3's own when the write lock times
+    out at BEGIN (raised under SQLAlchemy's begin hook, so not wrapped).
+    """
     db.session.rollback()
-    log.warning("database unavailable on %s %s: %s", request.method, request.path, error.orig)
+    log.warning(
+        "database unavailable on %s %s: %s",
+        request.method,
+        request.path,
+        getattr(error, "orig", error),
+    )
     return render_http_error(503, "The service is busy; try again", {"Retry-After": "1"})
 
 
@@ -158,6 +168,7 @@ def init_app(app) -> None:
     app.register_error_handler(ApiError, handle_api_error)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(OperationalError, handle_database_unavailable)
+    app.register_error_handler(sqlite3.OperationalError, handle_database_unavailable)
     app.register_error_handler(Exception, handle_unexpected)
 
 

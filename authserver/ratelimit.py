@@ -111,8 +111,8 @@ def handle_rate_limited(error: RateLimitExceeded):
 def init_app(app) -> None:
     """Bind the limiter to the configured storage."""
     config = app.config
-    config["RATELIMIT_STORAGE_URI"] = config["RATELIMIT_STORAGE_URI"]
-    config["RATELIMIT_HEADERS_ENABLED"] = True
+    # Retry-After is set on 429 answers only (Flask-Limiter would stamp it on every response).
+    config["RATELIMIT_HEADERS_ENABLED"] = False
     config["RATELIMIT_STRATEGY"] = "moving-window"
     limiter.enabled = config["RATELIMIT_ENABLED"]
     limiter.init_app(app)
