@@ -19,6 +19,9 @@ from .errors import InvalidClient
 
 CLIENT_ID = "apitoken"
 AUTH_METHOD = "apitoken"
+# The same client authentication at the token endpoint, where the lookup also locks the API
+# token row until the grant commits (see `services.credentials.resolve_principal`).
+GRANT_AUTH_METHOD = "apitoken-grant"
 
 
 def parse_basic(header: str | None) -> tuple[str, str] | None:
@@ -69,7 +72,7 @@ class ApiTokenClient(ClientMixin):
 
     def check_endpoint_auth_method(self, method, endpoint):
         """Only the apitoken method is accepted."""
-        return method == AUTH_METHOD
+        return method in (AUTH_METHOD, GRANT_AUTH_METHOD)
 
     def check_response_type(self, response_type):
         """No authorization endpoint."""
@@ -100,7 +103,7 @@ def presented_credentials(request) -> tuple[str, str]:
     raise InvalidClient("missing_credentials")
 
 
-def authenticate_api_token(query_client, request) -> ApiTokenClient:
+def authenticate_api_token(query_client, request, *, lock: bool = False) -> ApiTokenClient:
     """Authlib client-auth hook: the checksum first, then one indexed lookup by SHA-256."""
     client_id, secret = presented_credentials(request)
     if client_id != CLIENT_ID:
@@ -108,7 +111,17 @@ def authenticate_api_token(query_client, request) -> ApiTokenClient:
     if not tokens.is_well_formed(secret, current_app.config["TOKEN_PREFIX"]):
         raise InvalidClient("malformed_token")
     try:
-        principal = resolve_principal(tokens.digest(secret), datetime.now(UTC))
+        principal = resolve_principal(tokens.digest(secret), datetime.now(UTC), lock=lock)
     except CredentialRefused as refused:
         raise InvalidClient(refused.reason, refused.principal) from None
     return ApiTokenClient(principal)
+
+
+def authenticate_for_grant(query_client, request) -> ApiTokenClient:
+    """The token endpoint's hook: as `authenticate_api_token`, holding the token row.
+
+    Only the grant locks: the revocation endpoint's caller may revoke its own
+    token (FOR UPDATE), and holding a KEY SHARE lock on it first would let two
+    such requests deadlock.
+    """
+    return authenticate_api_token(query_client, request, lock=True)

@@ -14,7 +14,13 @@ from flask import request as flask_request
 
 from ..services.audit import EventType, Origin, record_event
 from ..services.credentials import note_use
-from .client_auth import AUTH_METHOD, ApiTokenClient, authenticate_api_token
+from .client_auth import (
+    AUTH_METHOD,
+    GRANT_AUTH_METHOD,
+    ApiTokenClient,
+    authenticate_api_token,
+    authenticate_for_grant,
+)
 from .errors import InvalidClient, InvalidTarget, echo
 from .jwt_tokens import AccessTokenIssuer
 
@@ -27,7 +33,7 @@ def request_origin() -> Origin:
 class ApiTokenGrant(grants.ClientCredentialsGrant):
     """Client credentials for API tokens, with scope narrowing and RFC 8707 resources."""
 
-    TOKEN_ENDPOINT_AUTH_METHODS = [AUTH_METHOD]
+    TOKEN_ENDPOINT_AUTH_METHODS = [GRANT_AUTH_METHOD]
 
     def validate_requested_scope(self):
         """`scope` may only narrow what the principal holds; `resource` narrows the audience."""
@@ -78,6 +84,7 @@ class AuthServer(AuthorizationServer):
         """Bind to the app; the client is resolved by our auth method, not query_client."""
         super().init_app(app, query_client=lambda client_id: None, save_token=self._save_grant)
         self.register_client_auth_method(AUTH_METHOD, authenticate_api_token)
+        self.register_client_auth_method(GRANT_AUTH_METHOD, authenticate_for_grant)
         self.register_grant(ApiTokenGrant)
         self.register_token_generator("client_credentials", self._generate)
 

@@ -1,7 +1,7 @@
 """Resolving an API token to the principal it acts for (the hot path of every grant)."""
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import and_, bindparam, select, update
 
@@ -104,8 +104,36 @@ _OWNER_QUERY = (
 )
 
 
-def resolve_principal(sha256: str, now: datetime) -> Principal:
-    """Find the live principal behind a token digest, or raise CredentialRefused with the reason."""
+def resolve_principal(sha256: str, now: datetime, *, lock: bool = False) -> Principal:
+    """Find the live principal behind a token digest, or raise CredentialRefused with the reason.
+
+    `lock` (the grant) first takes a KEY SHARE lock on the API token row, held
+    until the transaction ends, then reads the principal. A grant and a
+    deletion, replacement or revocation of its token are thereby serialised
+    (on PostgreSQL; SQLite serialises every writer anyway):
+
+    - those writers lock the token row FOR UPDATE before they cut it off, which
+      waits for every grant holding the row: such a grant commits, with its
+      ACCESS_TOKEN_GRANT event, before the change does;
+    - a grant that comes while a writer holds the row waits for it, then reads
+      the row as the writer committed it and is refused.
+
+    Without the lock, a grant could read the token just before a deletion
+    commits and record its grant just after: an access token issued after the
+    admin was told the credential is gone. KEY SHARE is the weakest lock that
+    conflicts with FOR UPDATE, so grants of one token do not wait for each
+    other nor for a `last_used_at` update (a no-key UPDATE). It is taken by a
+    statement of its own, before the read: a KEY SHARE lock that had to wait
+    for a writer's no-key UPDATE is granted on the row version it first saw,
+    so a read in the same statement would return the values from before the
+    writer's commit. For the same reason the clock is read again once the lock
+    is held: a writer that held the row cut the token off at a time it took
+    after locking, which may be later than `now`. The cost (one indexed
+    statement) is in docs/reliability.md.
+    """
+    if lock:
+        db.session.connection().execute(_LOCK_BY_DIGEST, {"value": sha256})
+        now = max(now, datetime.now(UTC))
     return _live_principal(_owner_row(_BY_DIGEST, sha256), now)
 
 
@@ -120,6 +148,11 @@ def resolve_principal_by_token_id(token_id: str, now: datetime) -> Principal:
 
 # Built once, so SQLAlchemy computes each statement's cache key once per process.
 _BY_DIGEST = _OWNER_QUERY.where(ApiToken.secret_sha256 == bindparam("value"))
+_LOCK_BY_DIGEST = (
+    select(ApiToken.id)
+    .where(ApiToken.secret_sha256 == bindparam("value"))
+    .with_for_update(read=True, key_share=True)
+)
 _BY_ID = _OWNER_QUERY.where(ApiToken.id == bindparam("value"))
 
 
@@ -170,13 +203,28 @@ def _principal_from_row(row) -> Principal:
 
 
 def note_use(principal: Principal, ip: str | None, now: datetime, interval: int) -> None:
-    """Record the token's last use, at most once per `interval` seconds."""
+    """Record the token's last use, at most once per `interval` seconds; never wait for it.
+
+    The row is taken with SKIP LOCKED: if another transaction is writing it (a
+    concurrent grant noting the same use, or a deletion), this use goes
+    unnoted rather than waited for. A grant holding the row's KEY SHARE lock
+    that waited here could deadlock with a deletion queued for the row.
+    """
     last = principal.last_used_at
     if last is not None and now - last < timedelta(seconds=interval):
         return
-    db.session.execute(
-        update(ApiToken)
-        .where(ApiToken.id == principal.token_id)
-        .values(last_used_at=now, last_used_ip=ip)
-        .execution_options(synchronize_session=False)
+    db.session.execute(_NOTE_USE, {"token_id": principal.token_id, "now": now, "ip": ip})
+
+
+_NOTE_USE = (
+    update(ApiToken)
+    .where(
+        ApiToken.id.in_(
+            select(ApiToken.id)
+            .where(ApiToken.id == bindparam("token_id"))
+            .with_for_update(key_share=True, skip_locked=True)
+        )
     )
+    .values(last_used_at=bindparam("now"), last_used_ip=bindparam("ip"))
+    .execution_options(synchronize_session=False)
+)

@@ -117,7 +117,11 @@ def revoke_api_token(
     token: ApiToken, *, owner_name: str | None, caller: Principal, origin: Origin, now: datetime
 ) -> bool:
     """Revoke an API token of the caller's workspace as if deleted; audit it. False if no-op."""
-    # One conditional UPDATE, so two concurrent revocations record one event.
+    # Lock the row first, as deletion does: this waits for the grants in flight on the
+    # token (they hold KEY SHARE, see credentials.resolve_principal), which a plain
+    # UPDATE would not. Then one conditional UPDATE, so two concurrent revocations
+    # record one event.
+    db.session.execute(select(ApiToken.id).where(ApiToken.id == token.id).with_for_update())
     result = db.session.execute(
         update(ApiToken)
         .where(

@@ -3,7 +3,9 @@
 Used by the CLI and the management API. Every function here adds and flushes;
 the request wrapper commits. Rows are locked (SELECT ... FOR UPDATE, a no-op on
 SQLite, whose writers are serialised anyway) before a change, so concurrent
-edits, replacements and deletions of one technical user queue up.
+edits, replacements and deletions of one technical user queue up. Replacing
+and deleting also lock the API token rows they cut off, which waits for the
+grants in flight on them (see `credentials.resolve_principal`).
 """
 
 from dataclasses import dataclass
@@ -302,6 +304,25 @@ def check_grace_period(seconds: int, field: str = "gracePeriodSeconds") -> int:
     return seconds
 
 
+def _lock_live_tokens(technical_user: TechnicalUser, now: datetime) -> list[ApiToken]:
+    """The technical user's tokens that still work (or will, in a grace period), locked.
+
+    FOR UPDATE waits for every grant holding one of them (KEY SHARE), so those
+    grants commit before this change does and later ones see its result.
+    """
+    live = (
+        select(ApiToken)
+        .where(
+            ApiToken.technical_user_id == technical_user.id,
+            (ApiToken.revoked_at.is_(None)) | (ApiToken.revoked_at > now),
+        )
+        .order_by(ApiToken.id)  # one lock order for every writer
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return list(db.session.execute(live).scalars())
+
+
 def replace_token(
     workspace: Workspace,
     technical_user: TechnicalUser,
@@ -317,7 +338,8 @@ def replace_token(
     gives new ones. If the old token has expired, a new expiry is required.
     """
     check_grace_period(grace_seconds)
-    now = utcnow()
+    live = _lock_live_tokens(technical_user, utcnow())
+    now = utcnow()  # after the wait for grants in flight
     old = current_token(technical_user)
     expires_at = changes.expires_at or old.expires_at
     if expires_at <= now:
@@ -327,11 +349,7 @@ def replace_token(
         )
     description = old.description if changes.description is None else changes.description
     cut_at = now + timedelta(seconds=grace_seconds)
-    live = select(ApiToken).where(
-        ApiToken.technical_user_id == technical_user.id,
-        (ApiToken.revoked_at.is_(None)) | (ApiToken.revoked_at > now),
-    )
-    for token in db.session.execute(live).scalars():
+    for token in live:
         cut_off(token, cut_at, REASON_REPLACED)
     new, secret = mint_token(
         workspace,
@@ -363,16 +381,11 @@ def delete_technical_user(
     workspace: Workspace, technical_user: TechnicalUser, *, actor: Actor, origin: Origin
 ) -> None:
     """Archive the (locked) technical user; every token it has stops at once; history stays."""
-    now = utcnow()
+    live = _lock_live_tokens(technical_user, utcnow())
+    now = utcnow()  # after the wait for grants in flight: they were issued before this moment
     technical_user.deleted_at = now
     technical_user.updated_at = now
-    live = select(ApiToken).where(
-        ApiToken.technical_user_id == technical_user.id,
-        (ApiToken.revoked_at.is_(None)) | (ApiToken.revoked_at > now),
-    )
-    cut = [
-        token for token in db.session.execute(live).scalars() if cut_off(token, now, REASON_DELETED)
-    ]
+    cut = [token for token in live if cut_off(token, now, REASON_DELETED)]
     db.session.flush()
     record_event(
         EventType.TECHNICAL_USER_DELETE,
