@@ -1,5 +1,6 @@
 """RFC 7009 revocation: who may revoke what, the denylist, the audit trail, and bad requests."""
 
+import base64
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -432,3 +433,33 @@ def test_get_is_405_in_the_oauth_shape(client):
     response = client.get(REVOKE_URL)
     assert response.status_code == 405
     assert response.get_json()["error"] == "invalid_request"
+
+
+# --- never a 500 -----------------------------------------------------------------------------
+
+
+def _segments(*parts: bytes) -> str:
+    return ".".join(base64.urlsafe_b64encode(p).rstrip(b"=").decode() for p in parts)
+
+
+ODD_TOKENS = [
+    "\x00",
+    "lxt_\x00" + "A" * 48,
+    "a" * 60_000,
+    _segments(b"not json", b"{}", b"sig"),
+    _segments(b'{"alg":"ES256","typ":"at+jwt","kid":["x"]}', b"[]", b"sig"),
+    _segments(b'{"alg":"ES256","typ":"at+jwt","kid":{"a":1}}', b'{"exp":1e400}', b""),
+    _segments(b'{"alg":["ES256"],"typ":7}', b"null", b"x"),
+    "..",
+    "é.é.é",
+]
+
+
+@pytest.mark.parametrize("url", [REVOKE_URL, "/services/mtm/v1/oauth2/introspect"])
+@pytest.mark.parametrize("token", ODD_TOKENS, ids=range(len(ODD_TOKENS)))
+def test_odd_tokens_never_cause_a_500(client, factory, url, token):
+    _, _, secret = factory.admin_token()
+    response = client.post(url, data={"token": token}, headers=basic(secret))
+    assert response.status_code in (200, 413), response.get_data(as_text=True)[:200]
+    if response.status_code == 200:
+        assert response.get_json() in ({}, {"active": False})
