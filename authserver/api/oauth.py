@@ -6,8 +6,10 @@ from flask import Blueprint, request
 from ..oauth import server
 from ..oauth.errors import echo
 from ..ratelimit import client_auth_limits
+from . import refuse_long_chunked_body
 
 bp = Blueprint("oauth", __name__, url_prefix="/services/mtm/v1/oauth2")
+bp.before_request(refuse_long_chunked_body)
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 # RFC 8707 allows `resource` more than once; every other parameter must appear at most once.

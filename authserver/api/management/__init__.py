@@ -13,9 +13,11 @@ from ...errors import PayloadTooLarge, field_error, handle_api_error
 from ...extensions import db
 from ...models import Workspace
 from ...ratelimit import charge_principal
+from .. import refuse_long_chunked_body
 from .params import origin
 
 bp = Blueprint("management", __name__, url_prefix="/services/mtm/v1")
+bp.before_request(refuse_long_chunked_body)
 
 PUBLIC_ENDPOINTS = frozenset({"management.openapi"})
 
