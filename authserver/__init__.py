@@ -37,9 +37,8 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     oauth.init_app(app)
 
-    from .api import management
+    from .api import management, well_known
     from .api import oauth as oauth_views
-    from .api import well_known
 
     app.register_blueprint(oauth_views.bp)
     app.register_blueprint(well_known.bp)
