@@ -10,6 +10,7 @@ from ..extensions import db
 from .types import BigIntId, UTCDateTime, Uuid, utcnow
 
 UNSEALED = text("chain_hash IS NULL")
+SEALED = text("chain_seq IS NOT NULL")
 
 
 class AuditEvent(db.Model):
@@ -27,7 +28,15 @@ class AuditEvent(db.Model):
         Index("ix_audit_events_workspace_actor_id", "workspace_id", "actor_id", "id"),
         Index("ix_audit_events_workspace_target_id", "workspace_id", "target_id", "id"),
         Index("ix_audit_events_workspace_created_at", "workspace_id", "created_at"),
-        Index("uq_audit_events_workspace_chain_seq", "workspace_id", "chain_seq", unique=True),
+        # Sealed events only: the hot-path INSERT (chain_seq NULL) maintains no entry here.
+        Index(
+            "uq_audit_events_workspace_chain_seq",
+            "workspace_id",
+            "chain_seq",
+            unique=True,
+            sqlite_where=SEALED,
+            postgresql_where=SEALED,
+        ),
         Index(
             "ix_audit_events_unsealed",
             "id",

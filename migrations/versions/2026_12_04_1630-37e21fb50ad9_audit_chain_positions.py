@@ -24,8 +24,11 @@ depends_on = None
 def upgrade():
     with op.batch_alter_table('audit_events', schema=None) as batch_op:
         batch_op.add_column(sa.Column('chain_seq', sa.BigInteger(), nullable=True))
+        # Partial: only sealed events have an entry, so the hot-path INSERT pays nothing.
         batch_op.create_index(
-            'uq_audit_events_workspace_chain_seq', ['workspace_id', 'chain_seq'], unique=True
+            'uq_audit_events_workspace_chain_seq', ['workspace_id', 'chain_seq'], unique=True,
+            sqlite_where=sa.text('chain_seq IS NOT NULL'),
+            postgresql_where=sa.text('chain_seq IS NOT NULL'),
         )
 
     # Existing checkpoints (if any) predate positions; 0 means "no position recorded".
@@ -44,5 +47,9 @@ def downgrade():
         batch_op.drop_column('last_seq')
 
     with op.batch_alter_table('audit_events', schema=None) as batch_op:
-        batch_op.drop_index('uq_audit_events_workspace_chain_seq')
+        batch_op.drop_index(
+            'uq_audit_events_workspace_chain_seq',
+            sqlite_where=sa.text('chain_seq IS NOT NULL'),
+            postgresql_where=sa.text('chain_seq IS NOT NULL'),
+        )
         batch_op.drop_column('chain_seq')
