@@ -510,7 +510,7 @@ def verify_chain(key: str, *, through_seq: int | None = None) -> ChainReport:
     Ends the caller's transaction (it reads in short transactions).
     """
     checkpoint = _checkpoint(key)
-    report = ChainReport(key=key, name=_chain_name(key))
+    report = ChainReport(key=key, name=chain_name(key))
     walk = _Walk(key, checkpoint)
     report.first_seq = walk.start + 1
     broken = _walk_chain(walk, through_seq)
@@ -662,7 +662,8 @@ def _counts(key: str, pruned_seq: int) -> tuple[int, int]:
     return unsealed, leftover
 
 
-def _chain_name(key: str) -> str | None:
+def chain_name(key: str) -> str | None:
+    """The name of the chain's workspace (None for the chain without one)."""
     if key == NO_WORKSPACE:
         return None
     from .models import Workspace

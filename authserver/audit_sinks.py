@@ -13,7 +13,8 @@ background thread drains. Failures are counted and logged, never with the
 webhook URL's path or query (they may carry a credential) or its secret.
 
 Sinks (`AUDIT_SINKS`, comma separated):
-- `log`: one JSON line per event on the `authserver.audit` logger (default).
+- `log`: one JSON line per event on the `authserver.audit.events` logger,
+  which writes to stderr unless logging is configured for it (default).
 - `webhook`: POSTs `{"events": [...]}` batches to `AUDIT_WEBHOOK_URL`, with
   `AUDIT_WEBHOOK_RETRIES` retries and exponential backoff, a timeout of
   `AUDIT_WEBHOOK_TIMEOUT` seconds, at most `AUDIT_WEBHOOK_QUEUE_SIZE` events
@@ -46,6 +47,7 @@ from sqlalchemy.orm import Session
 from .services.audit import PENDING_KEY, event_to_dict
 
 log = logging.getLogger("authserver.audit")
+events_log = logging.getLogger("authserver.audit.events")
 
 SINKS_KEY = "authserver.audit_sinks"
 SEALER_KEY = "authserver.audit_sealer"
@@ -56,17 +58,27 @@ Sink = Callable[[list[dict]], None]
 
 def log_sink(events: list[dict]) -> None:
     """Write each event as one structured JSON log line."""
+    if not events_log.isEnabledFor(logging.INFO):
+        return
     for event in events:
-        log.info(json.dumps({"audit": event}, separators=(",", ":"), sort_keys=True))
+        events_log.info(json.dumps({"audit": event}, separators=(",", ":"), sort_keys=True))
 
 
-def _ensure_log_handler() -> None:
-    """Make the log sink visible when nothing configured logging (e.g. under gunicorn)."""
-    if log.hasHandlers():
+def _configure_events_log() -> None:
+    """By default one JSON object per line on stderr, whatever LOG_LEVEL says.
+
+    A logging configuration that gives `authserver.audit.events` handlers of
+    its own (e.g. gunicorn's --log-config) takes over instead. The default
+    does not propagate, so the lines are neither repeated nor prefixed by a
+    handler on the root logger (Alembic's configuration installs one).
+    """
+    if events_log.handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(handler)
+    events_log.addHandler(handler)
+    events_log.setLevel(logging.INFO)
+    events_log.propagate = False
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -295,7 +307,7 @@ def build_sinks(config) -> SinkRegistry:
     registry = SinkRegistry()
     for name in config["AUDIT_SINKS"]:
         if name == "log":
-            _ensure_log_handler()
+            _configure_events_log()
             registry.add("log", log_sink)
         elif name == "webhook":
             webhook = WebhookSink(

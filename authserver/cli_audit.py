@@ -13,6 +13,7 @@ from .audit_chain import (
     NO_WORKSPACE,
     ChainReport,
     chain_keys,
+    chain_name,
     prune_chain,
     seal_pending,
     verify_chain,
@@ -70,6 +71,8 @@ def _chains(workspace_name: str | None) -> list[str]:
 def _label(key: str, name: str | None = None) -> str:
     if key == NO_WORKSPACE:
         return "(no workspace)"
+    name = name or chain_name(key)
+    db.session.rollback()
     return f"{name} ({key})" if name else key
 
 

@@ -52,9 +52,13 @@ def captured(app):
 
 
 def test_a_committed_event_reaches_the_sinks_with_its_id(app, captured, caplog):
-    caplog.set_level(logging.INFO, logger="authserver.audit")
-    event_id = note(1)
-    db.session.commit()
+    events_log = logging.getLogger("authserver.audit.events")
+    events_log.addHandler(caplog.handler)
+    try:
+        event_id = note(1)
+        db.session.commit()
+    finally:
+        events_log.removeHandler(caplog.handler)
     assert [event["id"] for event in captured] == [event_id]
     assert captured[0]["type"] == "APITOKEN_UPDATE"
     assert captured[0]["target"] == {"type": "API_TOKEN", "id": "t-1", "name": None}
