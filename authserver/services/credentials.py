@@ -131,10 +131,13 @@ def resolve_principal(sha256: str, now: datetime, *, lock: bool = False) -> Prin
     after locking, which may be later than `now`. The cost (one indexed
     statement) is in docs/reliability.md.
     """
-    connection = db.session.connection()
-    # SQLite has no row locks: there every transaction holds the write lock from BEGIN.
-    if lock and connection.dialect.name != "sqlite":
-        connection.execute(_LOCK_BY_DIGEST, {"value": sha256})
+    connection = db.session.connection()  # on SQLite, BEGIN waits for the write lock here
+    if lock:
+        # SQLite has no row locks: there every transaction holds the write lock from BEGIN.
+        if connection.dialect.name != "sqlite":
+            connection.execute(_LOCK_BY_DIGEST, {"value": sha256})
+        # Either wait (for the row, or for SQLite's write lock) may have been for a writer
+        # that cut the token off at a time later than `now`.
         now = max(now, datetime.now(UTC))
     return _live_principal(_owner_row(_BY_DIGEST, sha256), now)
 
