@@ -137,6 +137,11 @@ def test_concurrent_replacements_leave_one_live_token_and_refuse_the_rest(api):
     assert {event.payload["reason"] for event in denials} == {"token_revoked"}
     grants = events(types=[EventType.ACCESS_TOKEN_GRANT], target_id=live.id)
     assert len(grants) == 1
+    print(
+        f"\n{RACERS} racing replaceToken: {dict(statuses(responses))}, {len(rows)} tokens, "
+        f"1 live, {len(refused)} refused, {len(replaces)} APITOKEN_REPLACE and "
+        f"{len(denials)} ACCESS_TOKEN_DENY events"
+    )
 
 
 @pytest.mark.slow
@@ -165,6 +170,10 @@ def test_concurrent_creates_of_one_name_make_exactly_one(api):
         ("TECHNICAL_USER_CREATE", winner["id"]),
     ]
     assert api.grant(winner["apiTokenData"]["token"]).status_code == 200
+    print(
+        f"\n{RACERS} racing creates of one userName: {dict(statuses(responses))}, "
+        f"1 technical user, 1 token, {len(by_admin)} create events"
+    )
 
 
 CUTS = {
@@ -224,6 +233,7 @@ def race_grants_against(api: Api, kind: str, name: str) -> dict:
 def test_no_grant_commits_after_the_change_that_cut_its_token_off(api, kind):
     """Grants racing a DELETE or replaceToken: all before it in the audit order, none lost."""
     overlapping = 0
+    totals: Counter = Counter()
     for round_ in range(RACE_ROUNDS):
         race = race_grants_against(api, kind, f"{kind}-{round_}")
         results = race["results"]
@@ -249,8 +259,14 @@ def test_no_grant_commits_after_the_change_that_cut_its_token_off(api, kind):
         assert all(event.id < change.id for event in grants)
         assert all(event.created_at <= change.created_at for event in grants)
         assert all(event.id > change.id for event in denials)
+        totals.update({"200": codes[200], "401": codes[401], "grant events": len(grants),
+                       "deny events": len(denials)})  # fmt: skip
     # The races were real: grants were in flight while the change was.
     assert overlapping > 0
+    print(
+        f"\ngrants racing {kind} ({RACE_ROUNDS} rounds, {GRANT_THREADS} threads): {dict(totals)}, "
+        f"{overlapping} grants in flight during the {kind}, none committed after it"
+    )
 
 
 def change_event(kind: str, workspace_id: str, token_id: str):

@@ -309,6 +309,10 @@ def test_no_secret_in_any_log_line_or_response_header(debug_server, test_config)
         for name, value in SECURITY_HEADERS.items():
             assert response.headers.get(name) == value, (name, response.url)
         assert "Access-Control-Allow-Origin" not in response.headers
+    print(
+        f"\nhygiene: {len(http.responses)} responses, {len(log_text.splitlines())} log lines, "
+        f"{len(http.secrets)} secrets: none in a log line or a header"
+    )
 
 
 def test_no_access_token_in_third_party_debug_logs(client, factory, caplog):
