@@ -181,7 +181,7 @@ def test_killed_workers_leave_no_lost_or_half_made_change(crash_server, factory)
 
     statuses = Counter(record["status"] for record in recorder.ops)
     assert not [s for s in statuses if s is not LOST and s >= 500], statuses
-    assert sum(statuses[s] for s in (200, 201, 204)) > 50, statuses
+    assert sum(statuses[s] for s in (200, 201, 204)) >= 20, statuses
     unexpected = [r for r in recorder.ops if r["status"] not in (LOST, 200, 201, 204)]
     assert unexpected == []
     check_every_success_is_recorded(recorder.ops, workspace_id)

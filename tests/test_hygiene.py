@@ -299,7 +299,7 @@ def test_no_secret_in_any_log_line_or_response_header(debug_server, test_config)
     assert JWT_SHAPE.findall(log_text) == []
     assert server_errors(server.log_path) == []
 
-    assert len(http.responses) > 50
+    assert len(http.responses) >= 50
     for response in http.responses:
         assert response.status_code < 500, (response.request.method, response.url)
         headers = "\n".join(f"{name}: {value}" for name, value in response.headers.items())
