@@ -147,7 +147,8 @@ def test_killed_workers_leave_no_lost_or_half_made_change(crash_server, factory)
     api.admin = api.access_token(secret)
     recorder = Recorder()
     master = crash_server.process.pid
-    assert len(worker_pids(master)) == WORKERS
+    # The server answers once one worker is up; wait for all of them.
+    assert wait_until(lambda: len(worker_pids(master)) == WORKERS, timeout=30)
 
     deadline = time.monotonic() + LOAD_SECONDS
     threads = [
