@@ -5,6 +5,7 @@ import logging
 import os
 import sqlite3
 import time
+import weakref
 
 from flask import Response
 from sqlalchemy import event, make_url
@@ -168,7 +169,11 @@ def init_app(app) -> None:
     app.config["SQLALCHEMY_DATABASE_URI"] = url
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(url)
     db.init_app(app)
+    with app.app_context():
+        engine = db.engine
     if url.startswith("sqlite"):
-        with app.app_context():
-            _tune_sqlite(db.engine)
+        _tune_sqlite(engine)
+    # An app that goes away (several are made in one process by the tests and the
+    # CLI) closes its pooled connections instead of leaving them to the collector.
+    weakref.finalize(app, engine.dispose)
     app.after_request(commit_request)
