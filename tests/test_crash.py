@@ -188,7 +188,7 @@ def test_killed_workers_leave_no_lost_or_half_made_change(crash_server, factory)
     check_every_success_is_recorded(recorder.ops, workspace_id)
     check_nothing_is_half_made(recorder.ops, workspace_id, {t for t, _ in grant_tokens})
     noise = [line for line in server_errors(crash_server.log_path) if not is_kill_note(line)]
-    assert noise == []
+    assert noise == [], crash_server.log_path.read_text()[-6000:]
     print(f"\ncrash: {dict(statuses)} ({KILLS} workers killed)")
 
 
