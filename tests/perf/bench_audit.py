@@ -1,21 +1,26 @@
 """What audit work costs the token endpoint: grants/s and worker CPU with and without it.
 
-Three configurations of `authserver serve`, run in turn for several rounds (so
-that drift on a shared machine hits all of them alike), over one database with
-many distinct API tokens, log level at its default (INFO):
+Three servers run side by side, each over its own fresh database with the same
+number of distinct API tokens, log level at its default (INFO):
 
-    no-audit   record_event patched to a no-op in the server: no INSERT, no sinks, no sealing
+    no-audit   record_event patched to a no-op: no INSERT, no sinks, no sealing
     no-seal    the audit INSERT and the log sink; automatic sealing off (AUDIT_SEAL_INTERVAL=0)
-    full       the default: INSERT, log sink, and each worker sealing once a second
+    full       the default: INSERT, log sink, and each worker sealing in the background
 
-It reports grants/s and the workers' CPU time per grant (user + system, read
-from /proc, including the sealing of the run's last events), which other load
-on the machine disturbs far less than throughput.
+Load goes to one server at a time in short segments, the three in turn, round
+after round, with a pause after each segment (long enough for the sealer to
+finish). On a shared machine the load from elsewhere changes from second to
+second; comparing each configuration with the no-audit segment of the same
+round, and taking the median over rounds, cancels most of that. Worker CPU per
+grant (user + system, from /proc, request and background threads) is summed
+over the whole run, so it includes all the sealing.
 
-    .venv/bin/python tests/perf/bench_audit.py [--seconds 6] [--rounds 3] [--tokens 300]
+    .venv/bin/python tests/perf/bench_audit.py [--seconds 2] [--rounds 10] [--tokens 200]
         [--database-url postgresql+psycopg://postgres@127.0.0.1/authserver_bench]
 
-Not a test: it prints figures; it never asserts a speed.
+With PostgreSQL, databases named <name>_noaudit, <name>_noseal and <name>_full
+are (re)created beside the one given. Not a test: it prints figures; it never
+asserts a speed.
 """
 
 import argparse
@@ -41,14 +46,14 @@ CONFIGS = {
     "no-seal": ({"AUTHSERVER_AUDIT_SEAL_INTERVAL": "0"}, False),
     "full": ({}, False),
 }
-SEAL_CATCH_UP = 3.5  # seconds after the load: the sealing of the last events counts too
+SEAL_CATCH_UP = 3.5  # seconds after each segment: the sealer finishes before the next one
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=6)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--tokens", type=int, default=300)
+    parser.add_argument("--seconds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temp folder")
@@ -98,75 +103,103 @@ def workers_cpu_seconds(master_pid: int) -> tuple[float, float]:
     return main_ticks / clock, background_ticks / clock
 
 
-def measure(env, patched, args, requests, workdir: Path, log: Path) -> tuple[float, float, float]:
-    """One server run: grants/s, and worker CPU ms per grant on request and background threads."""
-    port = harness.free_port()
-    env = {**env, "AUTHSERVER_ISSUER": f"http://127.0.0.1:{port}"}
-    server = start(env, patched, port, args.workers, log)
-    try:
-        main_before, background_before = workers_cpu_seconds(server.pid)
+def database_for(base_url: str | None, workdir: Path, name: str) -> str:
+    """A fresh database for one configuration: a SQLite file, or a new PostgreSQL database."""
+    if not base_url:
+        return f"sqlite:///{workdir}/{name}.db"
+    from sqlalchemy import create_engine, make_url, text
+
+    url = make_url(base_url)
+    database = f"{url.database}_{name.replace('-', '')}"
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{database}"'))
+        connection.execute(text(f'CREATE DATABASE "{database}"'))
+    engine.dispose()
+    return url.set(database=database).render_as_string(hide_password=False)
+
+
+class Server:
+    """One configuration's server, its requests and its running totals."""
+
+    def __init__(self, name: str, args, workdir: Path):
+        extra, patched = CONFIGS[name]
+        self.name = name
+        self.port = harness.free_port()
+        folder = workdir / name
+        folder.mkdir()
+        env = harness.bench_env(folder, database_for(args.database_url, workdir, name), self.port)
+        env.update(AUTHSERVER_LOG_LEVEL="INFO", **extra)  # INFO is the default
+        secrets = harness.make_technical_users(env, "bench", args.tokens, ["MEMBER", "VIEWER"])
+        self.requests = [(harness.basic(s), "grant_type=client_credentials") for s in secrets]
+        self.folder = folder
+        self.process = start(env, patched, self.port, args.workers, folder / "server.log")
+        self.cpu_start = workers_cpu_seconds(self.process.pid)
+        self.rates: list[float] = []
+        self.grants = 0
+
+    def segment(self, args) -> float:
+        """Load this server for one segment; its grants/s."""
         result = harness.run_load(
-            port,
+            self.port,
             harness.TOKEN_PATH,
-            requests,
+            self.requests,
             args.seconds,
             args.connections,
-            workdir,
+            self.folder,
             python_load=args.python_load,
         )
-        time.sleep(SEAL_CATCH_UP)
-        main_after, background_after = workers_cpu_seconds(server.pid)
-    finally:
-        harness.stop_server(server)
-    if result["failures"]:
-        raise SystemExit(f"{result['failures']} failed requests; see {log}")
-    per_grant = 1000 / result["requests"]
-    return (
-        result["rate"],
-        (main_after - main_before) * per_grant,
-        (background_after - background_before) * per_grant,
-    )
+        if result["failures"]:
+            raise SystemExit(f"{self.name}: {result['failures']} failed requests")
+        self.grants += result["requests"]
+        self.rates.append(result["rate"])
+        return result["rate"]
+
+    def cpu_ms_per_grant(self) -> tuple[float, float]:
+        """Worker CPU per grant over the whole run: (all threads, background threads)."""
+        main, background = workers_cpu_seconds(self.process.pid)
+        main -= self.cpu_start[0]
+        background -= self.cpu_start[1]
+        return (main + background) / self.grants * 1000, background / self.grants * 1000
 
 
 def main() -> None:
     args = parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="authserver-bench-audit-"))
-    env = harness.bench_env(workdir, args.database_url, harness.free_port())
-    env["AUTHSERVER_LOG_LEVEL"] = "INFO"  # the default
-    rates: dict[str, list[float]] = {name: [] for name in CONFIGS}
-    cpu: dict[str, list[float]] = {name: [] for name in CONFIGS}
-    background: dict[str, list[float]] = {name: [] for name in CONFIGS}
+    servers: list[Server] = []
     try:
-        secrets = harness.make_technical_users(env, "bench", args.tokens, ["MEMBER", "VIEWER"])
-        requests = [(harness.basic(secret), "grant_type=client_credentials") for secret in secrets]
-        for _ in range(args.rounds):
-            for name, (extra, patched) in CONFIGS.items():
-                log = workdir / f"{name}.log"
-                rate, ms, threads = measure({**env, **extra}, patched, args, requests, workdir, log)
-                rates[name].append(rate)
-                cpu[name].append(ms + threads)
-                background[name].append(threads)
+        servers = [Server(name, args, workdir) for name in CONFIGS]
+        ratios: dict[str, list[float]] = {server.name: [] for server in servers[1:]}
+        for round_number in range(args.rounds):
+            order = servers[round_number % 3 :] + servers[: round_number % 3]
+            rates = {}
+            for server in order:
+                rates[server.name] = server.segment(args)
+                time.sleep(SEAL_CATCH_UP)
+            for name in ratios:
+                ratios[name].append(rates[name] / rates["no-audit"])
+        cpu = {server.name: server.cpu_ms_per_grant() for server in servers}
     finally:
+        for server in servers:
+            harness.stop_server(server.process)
         shutil.rmtree(workdir, ignore_errors=True)
     database = "PostgreSQL" if args.database_url else "SQLite"
     print(
-        f"token endpoint, {args.workers} sync workers, {database}, {len(secrets)} tokens, "
-        f"{args.connections} connections, {args.rounds} x {args.seconds} s per configuration"
+        f"token endpoint, {args.workers} sync workers, {database}, {args.tokens} tokens, "
+        f"{args.connections} connections, {args.rounds} rounds of {args.seconds} s per server"
     )
-    rate = {name: statistics.median(values) for name, values in rates.items()}
-    ms = {name: statistics.median(values) for name, values in cpu.items()}
-    for name in CONFIGS:
-        runs = ", ".join(f"{value:.0f}" for value in rates[name])
+    for server in servers:
+        total, background = cpu[server.name]
         print(
-            f"  {name:9s} {rate[name]:6.0f} grants/s (runs: {runs}); worker CPU {ms[name]:.3f} "
-            f"ms per grant, of which background threads {statistics.median(background[name]):.3f}"
+            f"  {server.name:9s} {statistics.median(server.rates):6.0f} grants/s (median); "
+            f"worker CPU {total:.3f} ms per grant, background threads {background:.3f}"
         )
-    for name in ("no-seal", "full"):
-        slower = 1 - rate[name] / rate["no-audit"]
-        costlier = ms[name] / ms["no-audit"] - 1
+    base_cpu = cpu["no-audit"][0]
+    for name, values in ratios.items():
         print(
-            f"  {name} vs no-audit: throughput {slower:+.1%} lower, "
-            f"worker CPU per grant {costlier:+.1%}"
+            f"  {name} vs no-audit, same round: throughput {1 - statistics.median(values):+.1%} "
+            f"lower (median of {len(values)}), worker CPU per grant "
+            f"{cpu[name][0] / base_cpu - 1:+.1%}"
         )
 
 
