@@ -32,17 +32,19 @@ def free_port() -> int:
 
 
 def bench_env(workdir: Path, database_url: str | None, port: int) -> dict:
-    """The server's environment: its own database and keys, rate limits off.
+    """The server's environment: its own database, keys and issuer; rate limits off.
+
+    Any other AUTHSERVER_* variable set when the script starts passes through,
+    so a configuration can be measured (e.g. AUTHSERVER_AUDIT_SEAL_INTERVAL=0).
 
     Logging stays at its default, so the audit log sink writes its JSON line for
     every grant, as in production (into the server's log file).
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSERVER_")}
+    env = {"AUTHSERVER_RATELIMIT_ENABLED": "false", **os.environ}  # other AUTHSERVER_* pass
     env.update(
         AUTHSERVER_DATABASE_URL=database_url or f"sqlite:///{workdir}/bench.db",
         AUTHSERVER_KEYS_DIR=str(workdir / "keys"),
         AUTHSERVER_ISSUER=f"http://127.0.0.1:{port}",
-        AUTHSERVER_RATELIMIT_ENABLED="false",
     )
     return env
 
