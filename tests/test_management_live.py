@@ -16,7 +16,8 @@ from authserver.extensions import db
 from authserver.models import ApiToken, AuditEvent, TechnicalUser
 from authserver.verify import Verifier
 
-from .conftest import LiveServer, basic, free_port, iso_in_days, server_env
+from .conftest import LiveServer, free_port, iso_in_days, server_env
+from .live import Api
 
 pytestmark = pytest.mark.slow
 
@@ -39,42 +40,12 @@ def server(test_config, _schema, tmp_path_factory):
     live.stop()
 
 
-class Http:
-    """The live server over HTTP."""
-
-    def __init__(self, server: LiveServer):
-        self.url = server.url
-        self.session = requests.Session()
-
-    def exchange(self, secret: str) -> requests.Response:
-        """The client-credentials grant with Basic apitoken:<secret>."""
-        return self.session.post(
-            self.url + MTM + "/oauth2/token",
-            data={"grant_type": "client_credentials"},
-            headers=basic(secret),
-            timeout=TIMEOUT,
-        )
-
-    def access_token(self, secret: str) -> str:
-        """An access token for the API token; fail if refused."""
-        response = self.exchange(secret)
-        assert response.status_code == 200, response.text
-        return response.json()["access_token"]
-
-    def call(self, token: str, method: str, path: str, **kwargs) -> requests.Response:
-        """A management call with a bearer token."""
-        headers = {"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})}
-        return requests.request(
-            method, self.url + MTM + path, headers=headers, timeout=TIMEOUT, **kwargs
-        )
-
-
 @pytest.fixture
 def http(server, app, factory):
     """The live server, and an admin's access token obtained from it."""
     _, _, secret = factory.admin_token()
     db.session.rollback()
-    client = Http(server)
+    client = Api(server.url)
     client.admin = client.access_token(secret)
     return client
 
@@ -116,21 +87,21 @@ def test_seed_workflow_end_to_end(http):
 
     # Replace: the old secret fails at once, the new one works.
     second = http.call(http.admin, "PUT", path + "/replaceToken").json()["data"]["apiTokenData"]
-    assert http.exchange(first).status_code == 401
-    assert http.exchange(second["token"]).status_code == 200
+    assert http.grant(first).status_code == 401
+    assert http.grant(second["token"]).status_code == 200
 
     # Replace with a grace period: the old secret lives on for it, then stops.
     replaced_at = time.monotonic()
     third = http.call(http.admin, "PUT", path + "/replaceToken?gracePeriodSeconds=2")
     assert third.status_code == 200
-    assert http.exchange(second["token"]).status_code == 200
-    assert http.exchange(third.json()["data"]["apiTokenData"]["token"]).status_code == 200
+    assert http.grant(second["token"]).status_code == 200
+    assert http.grant(third.json()["data"]["apiTokenData"]["token"]).status_code == 200
     time.sleep(max(0.0, 2.2 - (time.monotonic() - replaced_at)))
-    assert http.exchange(second["token"]).status_code == 401
+    assert http.grant(second["token"]).status_code == 401
 
     # Delete: the token fails, the technical user is gone, its history stays.
     assert http.call(http.admin, "DELETE", path).status_code == 204
-    assert http.exchange(third.json()["data"]["apiTokenData"]["token"]).status_code == 401
+    assert http.grant(third.json()["data"]["apiTokenData"]["token"]).status_code == 401
     assert http.call(http.admin, "GET", path).status_code == 404
     history = http.call(http.admin, "GET", path + "/changelog").json()
     assert [event["type"] for event in history["data"]] == [
@@ -242,5 +213,5 @@ def test_concurrent_replacements_leave_exactly_one_live_token(http):
     assert len(replaces) == 20
     db.session.rollback()
 
-    working = [secret for secret in secrets if http.exchange(secret).status_code == 200]
+    working = [secret for secret in secrets if http.grant(secret).status_code == 200]
     assert len(working) == 1
