@@ -1,4 +1,4 @@
-"""`authserver keys ...` (signing key rotation) and `authserver tokens prune-denylist`.
+"""`authserver keys ...` (signing key rotation) and `authserver tokens prune-denylist|expiring`.
 
 A rotation makes a new active key; the old one stays published as retiring so
 tokens it signed keep verifying. Every process sharing the keys folder sees
@@ -9,6 +9,7 @@ regular rotations at most two keys are ever published.
 """
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -17,9 +18,12 @@ from flask.cli import with_appcontext
 
 from . import keys
 from .config import SIGNING_ALGORITHMS
+from .errors import ApiError
 from .extensions import db
 from .keys import RELOAD_CHECK_SECONDS
 from .models.types import utcnow
+from .services import workspaces
+from .services.api_tokens import expiring_tokens
 from .services.audit import CLI_ACTOR, EventType, Target, record_event
 from .services.revocation import prune_denylist
 from .verify import LEEWAY_SECONDS
@@ -149,6 +153,40 @@ def prune_denylist_command():
     click.echo(f"pruned {count} expired denylist {'entry' if count == 1 else 'entries'}")
 
 
+@tokens_group.command("expiring")
+@click.option("--days", default=14, show_default=True, type=click.IntRange(1, 3650))
+@click.option("--workspace", "workspace_name", default=None, help="Only this workspace.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@with_appcontext
+def expiring_command(days, workspace_name, as_json):
+    """List live API tokens that expire within the next DAYS days, soonest first."""
+    workspace_id = None
+    if workspace_name is not None:
+        try:
+            workspace_id = workspaces.find_workspace(workspace_name).id
+        except ApiError as error:
+            raise click.ClickException(error.message) from None
+    found = expiring_tokens(utcnow(), timedelta(days=days), workspace_id)
+    db.session.rollback()
+    rows = [
+        {
+            "tokenId": token.id,
+            "hint": token.hint,
+            "expiry": token.expires_at.isoformat().replace("+00:00", "Z"),
+            "workspaceName": token.workspace_name,
+            "owner": token.owner,
+            "technicalUser": token.technical_user,
+        }
+        for token in found
+    ]
+    lines = [
+        f"{r['expiry']}  {r['workspaceName']}  {r['owner']}"
+        f"{' (technical user)' if r['technicalUser'] else ''}  token {r['tokenId']} ...{r['hint']}"
+        for r in rows
+    ] or [f"no API token expires within {days} days"]
+    _emit(as_json, {"days": days, "tokens": rows}, lines)
+
+
 def _emit(as_json: bool, data: dict, lines: list[str]) -> None:
     if as_json:
         click.echo(json.dumps(data))
@@ -163,5 +201,6 @@ def init_app(app) -> None:
     existing = app.cli.commands.get("tokens")
     if isinstance(existing, click.Group):
         existing.add_command(prune_denylist_command)
+        existing.add_command(expiring_command)
     else:
         app.cli.add_command(tokens_group)

@@ -133,3 +133,43 @@ def test_duplicate_technical_user_name_is_refused(runner):
     result = runner.invoke(args=args)
     assert result.exit_code != 0
     assert "userName exists" in result.output
+
+
+def test_tokens_expiring_lists_live_tokens_soonest_first(runner, factory):
+    from datetime import UTC, datetime, timedelta
+
+    from authserver.extensions import db
+    from authserver.models import Role, TechnicalUser
+
+    workspace = factory.workspace("acme")
+    soon_user, soon_token, _ = factory.technical_user(
+        workspace, Role.VIEWER, name="soon", expires_at=datetime.now(UTC) + timedelta(days=3)
+    )
+    factory.technical_user(
+        workspace, name="later", expires_at=datetime.now(UTC) + timedelta(days=60)
+    )
+    gone, _, _ = factory.technical_user(
+        workspace, name="gone", expires_at=datetime.now(UTC) + timedelta(days=2)
+    )
+    db.session.get(TechnicalUser, gone.id).deleted_at = datetime.now(UTC)
+    admin = factory.user(workspace)
+    personal, _ = factory.personal_token(
+        workspace, admin, expires_at=datetime.now(UTC) + timedelta(days=5)
+    )
+    other = factory.workspace("other")
+    factory.technical_user(
+        other, name="elsewhere", expires_at=datetime.now(UTC) + timedelta(days=1)
+    )
+    db.session.commit()
+
+    listed = run_json(runner, "tokens", "expiring", "--days", "14", "--workspace", "acme")
+    assert [t["tokenId"] for t in listed["tokens"]] == [soon_token.id, personal.id]
+    assert listed["tokens"][0]["owner"] == "soon"
+    assert listed["tokens"][0]["technicalUser"] is True
+    assert listed["tokens"][1]["owner"] == admin.user_name
+    assert not any("lxt_" in str(value) for t in listed["tokens"] for value in t.values())
+    everywhere = run_json(runner, "tokens", "expiring", "--days", "14")
+    assert len(everywhere["tokens"]) == 3
+    unknown = runner.invoke(args=["tokens", "expiring", "--workspace", "nope"])
+    assert unknown.exit_code != 0
+    assert "No workspace named 'nope'" in unknown.output

@@ -15,7 +15,7 @@ from sqlalchemy import func, or_, select
 from .. import tokens
 from ..errors import Conflict, NotFound, ValidationError, field_error
 from ..extensions import db
-from ..models import ApiToken, User, Workspace
+from ..models import ApiToken, TechnicalUser, User, Workspace
 from ..models.types import utcnow
 from .audit import Actor, EventType, Origin, Target, record_event
 
@@ -261,3 +261,54 @@ def delete_personal_token(
         origin=origin,
         payload={"hint": token.hint, "revokedAt": token.revoked_at.isoformat()},
     )
+
+
+@dataclass(frozen=True)
+class ExpiringToken:
+    """A live API token that expires soon, with whom it belongs to (never its secret)."""
+
+    id: str
+    hint: str
+    expires_at: datetime
+    workspace_name: str
+    owner: str
+    technical_user: bool
+
+
+def expiring_tokens(
+    now: datetime, within: timedelta, workspace_id: str | None = None
+) -> list[ExpiringToken]:
+    """Live API tokens (of live owners) that expire within `within` of `now`, soonest first."""
+    query = (
+        select(
+            ApiToken.id,
+            ApiToken.hint,
+            ApiToken.expires_at,
+            Workspace.name,
+            TechnicalUser.user_name,
+            User.user_name,
+        )
+        .join(Workspace, Workspace.id == ApiToken.workspace_id)
+        .outerjoin(TechnicalUser, TechnicalUser.id == ApiToken.technical_user_id)
+        .outerjoin(User, User.id == ApiToken.user_id)
+        .where(
+            ApiToken.expires_at > now,
+            ApiToken.expires_at <= now + within,
+            or_(ApiToken.revoked_at.is_(None), ApiToken.revoked_at > now),
+            or_(ApiToken.technical_user_id.is_(None), TechnicalUser.deleted_at.is_(None)),
+        )
+        .order_by(ApiToken.expires_at, ApiToken.id)
+    )
+    if workspace_id is not None:
+        query = query.where(ApiToken.workspace_id == workspace_id)
+    return [
+        ExpiringToken(
+            id=row[0],
+            hint=row[1],
+            expires_at=row[2],
+            workspace_name=row[3],
+            owner=row[4] or row[5],
+            technical_user=row[4] is not None,
+        )
+        for row in db.session.execute(query)
+    ]
