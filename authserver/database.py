@@ -143,10 +143,14 @@ def _tune_sqlite(engine: Engine) -> None:
 
 
 def engine_options(url: str) -> dict:
-    """Engine options per backend."""
+    """Engine options per backend.
+
+    `hide_parameters`: a database error logged with its traceback names the
+    statement but never the values bound to it.
+    """
     if url.startswith("sqlite"):
-        return {"connect_args": _sqlite_connect_args(url)}
-    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5}
+        return {"connect_args": _sqlite_connect_args(url), "hide_parameters": True}
+    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5, "hide_parameters": True}
 
 
 def commit_request(response: Response) -> Response:
