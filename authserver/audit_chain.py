@@ -68,7 +68,6 @@ import logging
 import os
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -76,6 +75,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from .database import read_only_connection
 from .extensions import db
 from .models import AuditCheckpoint, AuditEvent
 
@@ -198,34 +198,92 @@ def seal_pending(
             time.sleep(pause)
 
 
+@dataclass
+class _Plan:
+    """The seals of one chain's events, computed from the head as it was read."""
+
+    start: tuple[int, str]  # (last_seq, last_hash) of the checkpoint when read
+    seals: list[dict] = field(default_factory=list)
+    head: tuple[int, int, str] = (0, 0, "")  # (seq, event id, hash) after these seals
+
+
 def _seal_batch(cutoff: datetime, batch_size: int, report: SealReport, pause: float = 0) -> int:
-    """Seal up to `batch_size` events in one transaction; return how many."""
+    """Seal up to `batch_size` events; return how many.
+
+    The events and the chains' heads are read, and the hashes computed, on a
+    read-only connection, so writers are not held up meanwhile (on SQLite a
+    seal would otherwise hold the one write lock for milliseconds). Only the
+    UPDATE and the checkpoints' move then write, in one short transaction,
+    after checking under each checkpoint's row lock that its head is still the
+    one read; a chain that another sealer moved meanwhile is left to the next
+    batch.
+    """
+    # The ids first, through the partial index of unsealed events; a query that also
+    # filtered by workspace would walk the workspace's sealed events to reach them.
     oldest = (
-        select(EVENTS.c.workspace_id)
+        select(EVENTS.c.id, EVENTS.c.workspace_id)
         .where(*UNSEALED, EVENTS.c.created_at <= cutoff)
         .order_by(EVENTS.c.id)
         .limit(batch_size)
     )
-    keys = {chain_key(workspace_id) for workspace_id in db.session.execute(oldest).scalars()}
-    if not keys:
-        db.session.rollback()
-        return 0
-    _ensure_checkpoints(keys)
-    checkpoints = _lock_checkpoints(keys)
-    if not checkpoints:
-        db.session.rollback()
-        return 0
-    rows = db.session.execute(
-        select(EVENTS)
-        .where(*UNSEALED, EVENTS.c.created_at <= cutoff, _key_filter(checkpoints))
-        .order_by(EVENTS.c.id)
-        .limit(batch_size)
-    ).all()
-    seals = []
+    with read_only_connection() as connection:
+        pending = connection.execute(oldest).all()
+        keys = {chain_key(workspace_id) for _, workspace_id in pending}
+        if not keys:
+            return 0
+        heads = {
+            key: (seq, digest)
+            for key, seq, digest in connection.execute(
+                select(
+                    AuditCheckpoint.chain_key, AuditCheckpoint.last_seq, AuditCheckpoint.last_hash
+                ).where(AuditCheckpoint.chain_key.in_(sorted(keys)))
+            )
+        }
+        rows = connection.execute(
+            select(EVENTS)
+            .where(EVENTS.c.id.in_([event_id for event_id, _ in pending]), *UNSEALED)
+            .order_by(EVENTS.c.id)
+        ).all()
+    missing = keys - heads.keys()
+    if missing:
+        _ensure_checkpoints(missing)
+        heads.update((key, (0, genesis_hash(key))) for key in missing)
+    plans = _plan(rows, heads, pause)
+    return _apply(plans, report)
+
+
+def _plan(rows, heads: dict[str, tuple[int, str]], pause: float) -> dict[str, _Plan]:
+    """Chain the rows (in id order) after their chains' heads."""
+    plans: dict[str, _Plan] = {}
     for number, row in enumerate(rows, 1):
-        seals.append(_append(checkpoints[chain_key(row.workspace_id)], row))
+        key = chain_key(row.workspace_id)
+        plan = plans.get(key)
+        if plan is None:
+            plan = plans[key] = _Plan(start=heads[key])
+            plan.head = (heads[key][0], 0, heads[key][1])
+        seq = plan.head[0] + 1
+        digest = link_hash(plan.head[2], row, seq)
+        plan.seals.append({"event_id": row.id, "hash": digest, "seq": seq})
+        plan.head = (seq, row.id, digest)
         if pause and number % YIELD_EVERY == 0:
             time.sleep(0)  # let a request thread of this process have the GIL
+    return plans
+
+
+def _apply(plans: dict[str, _Plan], report: SealReport) -> int:
+    """Write the plans whose chains nobody moved since they were read; how many events."""
+    if not plans:
+        return 0
+    checkpoints = _lock_checkpoints(set(plans))
+    applied = {}
+    for key, plan in plans.items():
+        checkpoint = checkpoints.get(key)
+        if checkpoint is None or (checkpoint.last_seq, checkpoint.last_hash) != plan.start:
+            continue
+        checkpoint.last_seq, checkpoint.last_event_id, checkpoint.last_hash = plan.head
+        checkpoint.updated_at = datetime.now(UTC)
+        applied[key] = plan
+    seals = [seal for plan in applied.values() for seal in plan.seals]
     if seals:
         db.session.execute(
             update(EVENTS)
@@ -233,28 +291,12 @@ def _seal_batch(cutoff: datetime, batch_size: int, report: SealReport, pause: fl
             .values(chain_hash=bindparam("hash"), chain_seq=bindparam("seq")),
             seals,
         )
-    counts = Counter(chain_key(row.workspace_id) for row in rows)
-    heads = {
-        key: (checkpoints[key].last_seq, checkpoints[key].last_event_id, checkpoints[key].last_hash)
-        for key in counts
-    }
     db.session.commit()
-    for key, count in counts.items():
-        report.sealed[key] = report.sealed.get(key, 0) + count
-        report.heads[key] = heads[key]
-        log.info("audit chain %s sealed through position %d (event %d): %s", key, *heads[key])
-    return len(rows)
-
-
-def _append(checkpoint: AuditCheckpoint, row) -> dict:
-    """Chain one event after the checkpoint's head and move the head."""
-    seq = checkpoint.last_seq + 1
-    digest = link_hash(checkpoint.last_hash, row, seq)
-    checkpoint.last_seq = seq
-    checkpoint.last_hash = digest
-    checkpoint.last_event_id = row.id
-    checkpoint.updated_at = datetime.now(UTC)
-    return {"event_id": row.id, "hash": digest, "seq": seq}
+    for key, plan in applied.items():
+        report.sealed[key] = report.sealed.get(key, 0) + len(plan.seals)
+        report.heads[key] = plan.head
+        log.info("audit chain %s sealed through position %d (event %d): %s", key, *plan.head)
+    return len(seals)
 
 
 def _ensure_checkpoints(keys: set[str]) -> None:

@@ -115,12 +115,23 @@ def _sqlite_connect_args(url: str) -> dict:
     return {"factory": factory}
 
 
+# Execution option of a connection that only reads: on SQLite its transaction begins
+# deferred and takes neither the file lock nor the write lock (WAL readers never wait).
+READ_ONLY = "authserver_read_only"
+
+
+def read_only_connection():
+    """A pooled connection of its own for reads that must not hold up writers (a context)."""
+    return db.engine.connect().execution_options(**{READ_ONLY: True})
+
+
 def _tune_sqlite(engine: Engine) -> None:
     """WAL, foreign keys, a busy timeout, and BEGIN IMMEDIATE.
 
     Every grant writes (its audit event), so a transaction takes the write lock
     when it begins; a deferred BEGIN that later upgrades would fail at once
-    under concurrency instead of waiting.
+    under concurrency instead of waiting. A `READ_ONLY` connection is the
+    exception: it begins deferred and must not write.
     """
 
     @event.listens_for(engine, "connect")
@@ -135,6 +146,9 @@ def _tune_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+            return
         dbapi_connection = connection.connection.dbapi_connection
         if isinstance(dbapi_connection, _LockedSQLiteConnection):
             dbapi_connection.begin_immediate()
