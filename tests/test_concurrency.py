@@ -22,9 +22,13 @@ UPDATE before it draws its event id and keeps it to its commit (see
 `credentials.resolve_principal`). So a grant that succeeded drew its id and
 committed before the change drew its own: "grant id < change id" means
 "grant committed before the change". Without the lock this test fails on
-PostgreSQL. The in-process tests below show the lock itself, deterministically:
-a deletion, replacement or revocation waits for a grant in flight, and a grant
-that comes while one of them holds the rows waits and is then refused.
+PostgreSQL. On SQLite the grant reads without a lock and reads again under
+the write lock before it records (`credentials.confirm_principal`); writers
+are serialised there, so the same order holds. The in-process tests below
+show the lock itself, deterministically: a deletion, replacement or
+revocation waits for a grant in flight, and a grant that comes while one of
+them holds the rows waits and is then refused (on SQLite: a grant whose
+token is cut off after its lookup is refused when it confirms).
 """
 
 import queue
@@ -45,6 +49,7 @@ from authserver.services.api_tokens import TokenChanges
 from authserver.services.audit import CLI_ACTOR, NO_ORIGIN, EventType, record_event
 from authserver.services.credentials import (
     CredentialRefused,
+    confirm_principal,
     note_use,
     resolve_principal,
     resolve_principal_by_token_id,
@@ -359,7 +364,8 @@ def lookup(secret: str):
 
 
 def record_grant(principal, *, noted: bool = False) -> int:
-    """The rest of a grant: note the use (unless done), record the event, commit; the event id."""
+    """The rest of a grant: confirm the principal, note the use (unless done), record, commit."""
+    principal = confirm_principal(principal)
     if not noted:
         note_use(principal, "127.0.0.1", datetime.now(UTC), 60)
     event_id = record_event(
@@ -447,8 +453,13 @@ def doomed(app, factory):
     return ids
 
 
+ROW_LOCKS_ONLY = "PostgreSQL's row locks; on SQLite the grant confirms under the write lock"
+
+
 @pytest.mark.parametrize("kind", sorted(IN_PROCESS_CUTS))
-def test_a_change_waits_for_a_grant_in_flight(doomed, workers, kind):
+def test_a_change_waits_for_a_grant_in_flight(doomed, workers, kind, database_url):
+    if database_url.startswith("sqlite"):
+        pytest.skip(ROW_LOCKS_ONLY)
     workspace_id, technical_user_id, secret = doomed
     grant, writer = workers(), workers()
     principal = grant.submit(lookup(secret)).value()
@@ -462,8 +473,10 @@ def test_a_change_waits_for_a_grant_in_flight(doomed, workers, kind):
 
 
 @pytest.mark.parametrize("kind", sorted(IN_PROCESS_CUTS))
-def test_a_grant_waits_for_a_change_in_flight_and_is_refused(doomed, workers, kind):
+def test_a_grant_waits_for_a_change_in_flight_and_is_refused(doomed, workers, kind, database_url):
     """The grant comes while the writer holds the rows but has not written them yet."""
+    if database_url.startswith("sqlite"):
+        pytest.skip(ROW_LOCKS_ONLY)
     workspace_id, technical_user_id, secret = doomed
     grant, writer = workers(), workers()
     writer.submit(hold_rows(technical_user_id)).value()
@@ -475,6 +488,65 @@ def test_a_grant_waits_for_a_change_in_flight_and_is_refused(doomed, workers, ki
     with pytest.raises(CredentialRefused) as refused:
         looking_up.value()
     assert refused.value.reason in REFUSED_REASONS
+
+
+@pytest.mark.parametrize("kind", sorted(IN_PROCESS_CUTS))
+def test_on_sqlite_a_grant_whose_token_was_cut_off_after_its_lookup_is_refused(
+    doomed, workers, kind, database_url
+):
+    """SQLite: the lookup holds nothing, so the change commits; the grant's confirmation refuses."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's confirmation; PostgreSQL holds the row from the lookup")
+    workspace_id, technical_user_id, secret = doomed
+    grant, writer = workers(), workers()
+    principal = grant.submit(lookup(secret)).value()
+    writer.submit(cut_off(kind, workspace_id, technical_user_id)).value()
+
+    with pytest.raises(CredentialRefused) as refused:
+        grant.submit(lambda: record_grant(principal)).value()
+    assert refused.value.reason in REFUSED_REASONS
+    grant.submit(db.session.rollback).value()
+    assert not events(types=[EventType.ACCESS_TOKEN_GRANT], workspace_id=workspace_id)
+
+
+@pytest.mark.parametrize("kind", sorted(IN_PROCESS_CUTS))
+def test_on_sqlite_a_grant_confirming_during_a_change_waits_and_is_refused(
+    doomed, workers, kind, database_url
+):
+    """SQLite: a change holds the write lock; the grant's confirmation waits, then refuses."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's confirmation; PostgreSQL holds the row from the lookup")
+    workspace_id, technical_user_id, secret = doomed
+    grant, writer = workers(), workers()
+    writer.submit(hold_rows(technical_user_id)).value()
+    principal = grant.submit(lookup(secret)).value()  # reads without waiting
+
+    recording = grant.submit(lambda: record_grant(principal))
+    assert not recording.wait(HOLD), "the grant's confirmation did not wait for the write lock"
+    writer.submit(cut_off(kind, workspace_id, technical_user_id)).value()
+
+    with pytest.raises(CredentialRefused) as refused:
+        recording.value()
+    assert refused.value.reason in REFUSED_REASONS
+
+
+def test_on_sqlite_a_role_changed_after_the_lookup_refuses_the_grant(doomed, workers, database_url):
+    """The access token was signed with the role read first; a grant never records a stale role."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's confirmation; PostgreSQL holds the row from the lookup")
+    _, technical_user_id, secret = doomed
+    grant, writer = workers(), workers()
+    principal = grant.submit(lookup(secret)).value()
+
+    def demote():
+        db.session.get(TechnicalUser, technical_user_id).permission_role = Role.VIEWER
+        db.session.commit()
+
+    writer.submit(demote).value()
+    with pytest.raises(CredentialRefused) as refused:
+        grant.submit(lambda: record_grant(principal)).value()
+    assert refused.value.reason == "changed_during_grant"
+    assert refused.value.principal.role is Role.VIEWER
 
 
 def test_grants_noting_a_use_never_deadlock_with_a_delete(doomed, workers, database_url):

@@ -13,7 +13,7 @@ from flask import current_app
 from flask import request as flask_request
 
 from ..services.audit import EventType, Origin, record_event
-from ..services.credentials import note_use
+from ..services.credentials import CredentialRefused, confirm_principal, note_use
 from .client_auth import (
     AUTH_METHOD,
     GRANT_AUTH_METHOD,
@@ -115,7 +115,10 @@ class AuthServer(AuthorizationServer):
     def _save_grant(self, token, request):
         """Access tokens are not stored; the grant is audited and the token's use noted."""
         client: ApiTokenClient = request.client
-        principal = client.principal
+        try:
+            principal = confirm_principal(client.principal)
+        except CredentialRefused as refused:
+            raise InvalidClient(refused.reason, refused.principal) from None
         origin = request_origin()
         note_use(principal, origin.ip, datetime.now(UTC), current_app.config["LAST_USED_INTERVAL"])
         record_event(

@@ -1,10 +1,11 @@
 """Resolving an API token to the principal it acts for (the hot path of every grant)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import and_, bindparam, select, update
 
+from ..database import read_only_connection
 from ..extensions import db
 from ..models import (
     Account,
@@ -130,16 +131,42 @@ def resolve_principal(sha256: str, now: datetime, *, lock: bool = False) -> Prin
     is held: a writer that held the row cut the token off at a time it took
     after locking, which may be later than `now`. The cost (one indexed
     statement) is in docs/reliability.md.
+
+    SQLite has no row locks, and a transaction there holds the one write lock
+    from BEGIN to COMMIT; a grant that read under it would hold every other
+    writer back while it signs and answers. So on SQLite the grant reads on a
+    read-only connection (no lock) and `confirm_principal` reads again, under
+    the write lock, just before the grant is recorded.
     """
-    connection = db.session.connection()  # on SQLite, BEGIN waits for the write lock here
+    if lock and db.session.get_bind().dialect.name == "sqlite":
+        with read_only_connection() as connection:
+            row = connection.execute(_BY_DIGEST, {"value": sha256}).first()
+        return _live_principal(row, now)
+    connection = db.session.connection()
     if lock:
-        # SQLite has no row locks: there every transaction holds the write lock from BEGIN.
-        if connection.dialect.name != "sqlite":
-            connection.execute(_LOCK_BY_DIGEST, {"value": sha256})
-        # Either wait (for the row, or for SQLite's write lock) may have been for a writer
-        # that cut the token off at a time later than `now`.
+        connection.execute(_LOCK_BY_DIGEST, {"value": sha256})
+        # The wait for the row may have been for a writer that cut the token off at a
+        # time later than `now`.
         now = max(now, datetime.now(UTC))
     return _live_principal(_owner_row(_BY_DIGEST, sha256), now)
+
+
+def confirm_principal(principal: Principal) -> Principal:
+    """Before a grant is recorded: the principal it was read as is still live and unchanged.
+
+    On SQLite (see `resolve_principal`) the token is read again under the write
+    lock, which the grant then holds until it commits: a deletion, revocation
+    or role change that committed since the first read refuses the grant
+    (CredentialRefused with the reason, or "changed_during_grant"). On
+    PostgreSQL the KEY SHARE lock taken by the first read already holds the
+    row, and this does nothing.
+    """
+    if db.session.get_bind().dialect.name != "sqlite":
+        return principal
+    current = _live_principal(_owner_row(_BY_ID, principal.token_id), datetime.now(UTC))
+    if replace(current, last_used_at=principal.last_used_at) != principal:
+        raise CredentialRefused("changed_during_grant", current)
+    return current
 
 
 def resolve_principal_by_token_id(token_id: str, now: datetime) -> Principal:

@@ -42,7 +42,7 @@ from datetime import UTC, datetime
 from authserver import create_app, tokens
 from authserver.extensions import db
 from authserver.services.audit import EventType, Origin, record_event
-from authserver.services.credentials import resolve_principal
+from authserver.services.credentials import confirm_principal, resolve_principal
 secrets, seconds = json.loads(sys.stdin.read()), float(sys.argv[1])
 app = create_app()
 with app.app_context():
@@ -54,6 +54,7 @@ with app.app_context():
         assert tokens.is_well_formed(secret, prefix)
         principal = resolve_principal(tokens.digest(secret), datetime.now(UTC), lock=True)
         issued = issuer.issue(principal, principal.scopes, ("graphql",))
+        principal = confirm_principal(principal)
         record_event(EventType.ACCESS_TOKEN_GRANT, workspace=principal.workspace,
                      actor=principal.actor, target=principal.token_target,
                      origin=Origin("127.0.0.1", "bench"), payload={"jti": issued.jti})
@@ -129,7 +130,8 @@ def main() -> None:
     print(f"  grant events      {grants_in_db:8d} (successful requests: {result['requests']})")
     print(f"  worker RSS        {', '.join(f'{r:.0f}' for r in rss)} MiB")
     print(f"  in-process bare   {bare:8.0f} grants/s on one core (checksum, SHA-256, lookup,")
-    print("                    signing, audit insert, commit; no HTTP, no Flask, no Authlib)")
+    print("                    signing, confirmation, audit insert, commit; no HTTP, no Flask,")
+    print("                    no Authlib)")
     print(
         f"  per worker        {per_worker:8.0f} grants/s = {per_worker / bare:.0%} of the bare rate"
     )
