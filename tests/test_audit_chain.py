@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import insert, select, text, update
 
+from authserver import audit_chain
 from authserver.audit_chain import (
     EVENTS,
     HASHED_COLUMNS,
@@ -209,6 +210,30 @@ def test_concurrent_sealers_never_interleave_a_chain(app, factory):
         assert len(rows) == 30
         assert [row.chain_seq for row in rows] == list(range(1, 31))
         assert verify_chain(workspace.id).ok
+
+
+def test_a_seal_planned_before_another_sealer_moved_the_chain_is_not_written(
+    app, factory, monkeypatch
+):
+    """Hashes are computed without the write lock; a chain moved meanwhile is left alone."""
+    workspace = factory.workspace()
+    ids = [add_event(workspace, n) for n in range(3)]
+    apply = audit_chain._apply
+    raced = []
+
+    def another_sealer_first(plans, report):
+        if not raced:  # between this sealer's read and its write, another seals everything
+            raced.append(True)
+            assert seal().total == 3
+        return apply(plans, report)
+
+    monkeypatch.setattr(audit_chain, "_apply", another_sealer_first)
+    report = seal()
+
+    assert raced and report.total == 0
+    rows = rows_of(workspace.id)
+    assert [(row.id, row.chain_seq) for row in rows] == list(zip(ids, [1, 2, 3], strict=True))
+    assert verify_chain(workspace.id).ok
 
 
 # --- verify ----------------------------------------------------------------------------
