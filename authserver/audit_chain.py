@@ -44,12 +44,16 @@ sealers apart:
   whose `created_at` is at least that old, which leaves in-flight transactions
   time to commit. If a transaction is slower, nothing breaks: its event is
   appended later, out of id order but in the chain.
-- a lock per chain: a run locks the chain's checkpoint row
-  (`SELECT ... FOR UPDATE SKIP LOCKED` on PostgreSQL, so a second sealer skips
-  a chain that is being sealed instead of waiting or interleaving; on SQLite
-  every transaction already holds the write lock). Positions and the
-  checkpoint are written in the same transaction, so a crash leaves either the
-  whole batch sealed or none of it.
+- read, then write what was read only if the chain did not move: a run reads
+  the events and the chain's head and computes the hashes on a read-only
+  connection (no lock: on SQLite a seal must not hold the one write lock
+  while it hashes), then locks the chain's checkpoint row (`SELECT ... FOR
+  UPDATE SKIP LOCKED` on PostgreSQL, so a second sealer skips a chain that is
+  being sealed; on SQLite the write transaction serialises) and writes the
+  positions only if the head is still the one it read. A chain that another
+  sealer moved meanwhile is left to the next run. Positions and the
+  checkpoint are written in the same transaction, so a crash leaves either
+  the whole batch sealed or none of it.
 
 What it proves, and what it cannot
 ----------------------------------
