@@ -3,13 +3,16 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from authserver import passwords
 from authserver.extensions import db
 from authserver.models import AuditEvent
-from authserver.services.audit import event_to_dict
+from authserver.services import events as event_queries
+from authserver.services.audit import CLI_ACTOR, EventType, Target, event_to_dict, record_event
 
 from .conftest import admin_mgmt, exchange
+from .test_console import PASSWORD, sign_in, text
 
 
 @pytest.fixture
@@ -27,7 +30,31 @@ def history(client, factory, admin):
 def workspace_events(workspace_id: str) -> list[AuditEvent]:
     """The workspace's events, newest first, straight from the table."""
     query = select(AuditEvent).where(AuditEvent.workspace_id == workspace_id)
-    return list(db.session.execute(query.order_by(AuditEvent.id.desc())).scalars())
+    newest_first = (AuditEvent.created_at.desc(), AuditEvent.id.desc())
+    return list(db.session.execute(query.order_by(*newest_first)).scalars())
+
+
+def add_events(workspace, times, event_type=EventType.ACCESS_TOKEN_REVOKE, target_id="t-1"):
+    """Record one event per time, in this order (so ids grow), then date each as given."""
+    ids = []
+    for moment in times:
+        event_id = record_event(
+            event_type,
+            workspace=(workspace.id, workspace.name),
+            actor=CLI_ACTOR,
+            target=Target("API_TOKEN", target_id, "token"),
+        )
+        db.session.execute(
+            update(AuditEvent).where(AuditEvent.id == event_id).values(created_at=moment)
+        )
+        ids.append(event_id)
+    db.session.commit()
+    return ids
+
+
+def iso(moment: datetime) -> str:
+    """A query-string time."""
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def test_lists_the_workspace_log_newest_first(admin, history):
@@ -129,3 +156,147 @@ def test_bad_filters_are_400(admin, query, field, message):
     (error,) = response.get_json()["errors"]
     assert error["value"] == field
     assert error["messages"][0].startswith(message)
+
+
+# --- order and total ----------------------------------------------------------------------
+
+
+def test_newest_first_by_created_at_then_by_id(admin):
+    """createdAt orders the log, not insertion order; events of the same moment: higher id first."""
+    base = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    seconds = [2, 0, 1, 1, 0]
+    ids = add_events(admin.workspace, [base + timedelta(seconds=s) for s in seconds])
+    newest_first = [ids[0], ids[3], ids[2], ids[4], ids[1]]
+    unfiltered = admin.get("/events?size=5").get_json()
+    assert [e["id"] for e in unfiltered["data"]] == newest_first
+    for query in ("targetId=t-1", "type=ACCESS_TOKEN_REVOKE", "actorId=cli"):
+        page = admin.get(f"/events?{query}").get_json()
+        assert [e["id"] for e in page["data"]][:5] == newest_first, query
+    window = admin.get(
+        "/events", query_string={"from": iso(base), "to": iso(base + timedelta(seconds=2))}
+    ).get_json()
+    assert [e["id"] for e in window["data"]] == newest_first[1:]
+    assert window["total"] == 4
+    paged = [admin.get(f"/events?targetId=t-1&size=2&page={n}").get_json() for n in (1, 2, 3)]
+    assert [e["id"] for page in paged for e in page["data"]] == newest_first
+
+
+def test_the_changelog_orders_by_created_at_then_id_both_ways(admin):
+    """The changelog is ordered like the log, in the direction of `sort`."""
+    created = admin.create_technical_user("bot")
+    admin.put(f"/technicalusers/{created['id']}", json={"description": "x"})
+    changes = admin.get(f"/technicalusers/{created['id']}/changelog?sort=createdAt-ASC")
+    ids = [e["id"] for e in changes.get_json()["data"]]
+    assert len(ids) == 3  # TECHNICAL_USER_CREATE, APITOKEN_CREATE, TECHNICAL_USER_UPDATE
+    # The update is dated before the creation; the creation and its token share a moment.
+    moment = datetime(2030, 1, 1, tzinfo=UTC)
+    dated = {ids[0]: moment, ids[1]: moment, ids[2]: moment - timedelta(seconds=1)}
+    for event_id, created_at in dated.items():
+        db.session.execute(
+            update(AuditEvent).where(AuditEvent.id == event_id).values(created_at=created_at)
+        )
+    db.session.commit()
+    url = f"/technicalusers/{created['id']}/changelog"
+    ascending = admin.get(url + "?sort=createdAt-ASC").get_json()
+    descending = admin.get(url + "?sort=createdAt-DESC").get_json()
+    assert [e["id"] for e in ascending["data"]] == [ids[2], ids[0], ids[1]]
+    assert [e["id"] for e in descending["data"]] == [ids[1], ids[0], ids[2]]
+    assert ascending["total"] == descending["total"] == 3
+    assert "totalExact" not in ascending
+
+
+def test_the_total_is_exact_below_the_limit(admin, history):
+    """Up to EXACT_TOTAL_LIMIT matches, `total` is the count and `totalExact` is true."""
+    everything = admin.get("/events?size=1").get_json()
+    assert everything["totalExact"] is True
+    assert everything["total"] == len(workspace_events(admin.workspace.id))
+    assert len(everything["data"]) == 1
+    by_type = admin.get("/events?type=TECHNICAL_USER_UPDATE").get_json()
+    assert (by_type["total"], by_type["totalExact"]) == (1, True)
+    none = admin.get("/events?type=ACCESS_TOKEN_REVOKE").get_json()
+    assert (none["total"], none["totalExact"], none["data"]) == (0, True, [])
+
+
+def test_other_envelopes_have_no_total_exact(admin, history):
+    """Only the workspace's log counts up to a limit; other lists keep their envelope."""
+    listed = admin.get("/technicalusers").get_json()
+    assert "totalExact" not in listed
+    assert listed["total"] == 1
+
+
+def test_above_the_limit_the_total_is_the_limit_and_pages_go_on(admin, monkeypatch):
+    """More matches than the limit: total is the limit, totalExact false, later pages still read."""
+    monkeypatch.setattr(event_queries, "EXACT_TOTAL_LIMIT", 5)
+    base = datetime.now(UTC) - timedelta(hours=1)
+    ids = add_events(admin.workspace, [base + timedelta(seconds=n) for n in range(8)])
+    first = admin.get("/events?targetId=t-1&size=5").get_json()
+    assert (first["total"], first["totalExact"]) == (5, False)
+    assert [e["id"] for e in first["data"]] == ids[:2:-1]
+    second = admin.get("/events?targetId=t-1&size=5&page=2").get_json()
+    assert (second["total"], second["totalExact"]) == (5, False)
+    assert [e["id"] for e in second["data"]] == ids[2::-1]
+    assert admin.get("/events?targetId=t-1&size=5&page=3").get_json()["data"] == []
+
+
+def test_exactly_the_limit_is_exact(admin, monkeypatch):
+    """As many matches as the limit: still exact."""
+    monkeypatch.setattr(event_queries, "EXACT_TOTAL_LIMIT", 5)
+    base = datetime.now(UTC) - timedelta(hours=1)
+    add_events(admin.workspace, [base + timedelta(seconds=n) for n in range(5)])
+    page = admin.get("/events?targetId=t-1").get_json()
+    assert (page["total"], page["totalExact"], len(page["data"])) == (5, True, 5)
+
+
+def test_a_time_range_counts_up_to_the_limit(admin, monkeypatch):
+    """from (inclusive) and to (exclusive) select by createdAt; alone or with a type."""
+    base = datetime(2030, 6, 1, tzinfo=UTC)
+    minutes = [base + timedelta(minutes=n) for n in range(8)]
+    ids = add_events(admin.workspace, minutes)
+    add_events(admin.workspace, minutes[3:5], EventType.APITOKEN_DELETE)
+    window = {"from": iso(minutes[2]), "to": iso(minutes[6])}
+    page = admin.get("/events", query_string=window).get_json()
+    assert (page["total"], page["totalExact"]) == (6, True)
+    revokes = admin.get("/events", query_string={**window, "type": "ACCESS_TOKEN_REVOKE"})
+    assert [e["id"] for e in revokes.get_json()["data"]] == ids[5:1:-1]
+    assert revokes.get_json()["totalExact"] is True
+    monkeypatch.setattr(event_queries, "EXACT_TOTAL_LIMIT", 3)
+    capped = admin.get("/events", query_string={**window, "type": "ACCESS_TOKEN_REVOKE"})
+    assert (capped.get_json()["total"], capped.get_json()["totalExact"]) == (3, False)
+    assert [e["id"] for e in capped.get_json()["data"]] == ids[5:1:-1]
+
+
+# --- the console's audit log --------------------------------------------------------------
+
+
+@pytest.fixture
+def console(client, factory):
+    """A client signed in to the console as the ADMIN of a new workspace: (client, workspace)."""
+    workspace = factory.workspace()
+    user = factory.user(workspace)
+    user.password_hash = passwords.hash_password(PASSWORD)
+    db.session.commit()
+    assert sign_in(client, user.user_name).status_code == 302
+    return client, workspace
+
+
+def test_the_console_counts_exactly_below_the_limit(console):
+    client, workspace = console
+    add_events(workspace, [datetime.now(UTC)] * 3)
+    page = text(client.get("/admin/audit-log?type=ACCESS_TOKEN_REVOKE"))
+    assert "3 events" in page and "More than" not in page
+
+
+def test_the_console_says_more_than_the_limit_and_pages_on(console, monkeypatch):
+    """Above the limit the console says "More than", and pages on while pages are full."""
+    client, workspace = console
+    monkeypatch.setattr(event_queries, "EXACT_TOTAL_LIMIT", 5)
+    monkeypatch.setattr("authserver.console.audit_log.PAGE_SIZE", 3)
+    add_events(workspace, [datetime.now(UTC)] * 8)
+    first = text(client.get("/admin/audit-log?type=ACCESS_TOKEN_REVOKE"))
+    assert "More than 5 events" in first
+    assert "Page 1 of more than 1" in first and 'rel="next"' in first
+    third = text(client.get("/admin/audit-log?type=ACCESS_TOKEN_REVOKE&page=3"))
+    assert "More than 5 events" in third
+    assert third.count("ACCESS_TOKEN_REVOKE</span>") == 2
+    assert "<span>Page 3</span>" in third
+    assert 'rel="prev"' in third and 'rel="next"' not in third

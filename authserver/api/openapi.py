@@ -8,6 +8,7 @@ valid OpenAPI 3.1.
 from ..models import Role
 from ..services.api_tokens import DESCRIPTION_MAX, PERSONAL_TOKEN_SORTS
 from ..services.audit import EventType
+from ..services.events import EXACT_TOTAL_LIMIT
 from ..services.technical_users import SORTS as TECHNICAL_USER_SORTS
 from ..services.technical_users import USER_NAME_MAX
 from .management.params import DEFAULT_SIZE, MAX_PAGE, MAX_SIZE
@@ -78,7 +79,7 @@ def _operation(operation_id: str, summary: str, responses: dict, **extra) -> dic
 def _technical_user_paths() -> dict:
     one = _envelope(ref("TechnicalUser"), "The technical user")
     many = _envelope({"type": "array", "items": ref("TechnicalUser")}, "One page")
-    events = _envelope({"type": "array", "items": ref("AuditEvent")}, "One page, newest first")
+    events = _envelope({"type": "array", "items": ref("AuditEvent")}, "One page, sorted by `sort`")
     with_secret = _envelope(ref("TechnicalUserWithToken"), "The token is in this response only")
     id_param = [ref("id", "parameters")]
     grace = _query(
@@ -140,6 +141,10 @@ def _technical_user_paths() -> dict:
                 "The history of a technical user and its tokens (also once deleted)",
                 {"200": events, **_errors(400, 404)},
                 parameters=[*_paging(), _sort(("createdAt",), "createdAt-DESC")],
+                description=(
+                    "By `createdAt` in the direction of `sort`, events with the same "
+                    "`createdAt` by id in the same direction. `total` is exact."
+                ),
             ),
         },
     }
@@ -185,7 +190,32 @@ def _api_token_paths() -> dict:
 
 
 def _event_paths() -> dict:
-    events = _envelope({"type": "array", "items": ref("AuditEvent")}, "One page, newest first")
+    page = {"type": "array", "items": ref("AuditEvent")}
+    counted = {
+        "required": ["totalExact"],
+        "properties": {
+            "data": page,
+            "total": {
+                "type": "integer",
+                "maximum": EXACT_TOTAL_LIMIT,
+                "description": (
+                    f"Matching events, counted up to {EXACT_TOTAL_LIMIT:,}; when more match, "
+                    f"{EXACT_TOTAL_LIMIT} and `totalExact` is false"
+                ),
+            },
+            "totalExact": {
+                "type": "boolean",
+                "description": (
+                    f"false: more than {EXACT_TOTAL_LIMIT:,} events match and `total` is only "
+                    "a lower bound; pages beyond it can still be read"
+                ),
+            },
+        },
+    }
+    events = {
+        "description": "One page, newest first by createdAt, then by id",
+        "content": {JSON: {"schema": {"allOf": [ref("Envelope"), counted]}}},
+    }
     text = {"type": "string", "maxLength": 64}
     parameters = [
         _query("type", {"type": "string", "enum": [t.value for t in EventType]}, "Event type"),
@@ -202,6 +232,12 @@ def _event_paths() -> dict:
                 "The workspace's audit log, newest first",
                 {"200": events, **_errors(400)},
                 parameters=parameters,
+                description=(
+                    "Newest first by `createdAt`, events with the same `createdAt` by id "
+                    f"(newest first). `total` counts the matches up to {EXACT_TOTAL_LIMIT:,}: "
+                    f"when more match, `total` is {EXACT_TOTAL_LIMIT} and `totalExact` is false. "
+                    "Paging by `page` and `size` works beyond that."
+                ),
             )
         }
     }

@@ -70,17 +70,25 @@ def audit_log():
     form = Form(request.args, LABELS)
     where = _filter(form)
     page = page_number(request.args)
-    rows, total = event_queries.list_events(
+    found = event_queries.list_events(
         admin.workspace.id, where, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE
     )
     query = {k: v for k, v in request.args.items() if k in LABELS and v}
+    if found.total_exact:
+        pages = max(1, -(-found.total // PAGE_SIZE))
+    else:
+        # More than `total` events: more than this many pages, and a next page as long
+        # as this one is full.
+        pages = found.total // PAGE_SIZE
     page_html = render_template(
         "admin/audit_log.html",
         form=form,
-        events=rows,
-        total=total,
+        events=found.rows,
+        total=found.total,
+        total_exact=found.total_exact,
         page=page,
-        pages=max(1, -(-total // PAGE_SIZE)),
+        pages=pages,
+        more=not found.total_exact and len(found.rows) == PAGE_SIZE,
         types=[t.value for t in EventType],
         actors=actor_choices(admin.workspace.id),
         query=query,

@@ -23,11 +23,26 @@ class AuditEvent(db.Model):
 
     __tablename__ = "audit_events"
     __table_args__ = (
-        Index("ix_audit_events_workspace_id_id", "workspace_id", "id"),
-        Index("ix_audit_events_workspace_type_id", "workspace_id", "type", "id"),
-        Index("ix_audit_events_workspace_actor_id", "workspace_id", "actor_id", "id"),
-        Index("ix_audit_events_workspace_target_id", "workspace_id", "target_id", "id"),
-        Index("ix_audit_events_workspace_created_at", "workspace_id", "created_at"),
+        # The workspace's log, filtered by nothing, type, actor or target (each with or
+        # without a time range), in the order it is listed: (created_at, id).
+        Index("ix_audit_events_workspace_created_at_id", "workspace_id", "created_at", "id"),
+        Index(
+            "ix_audit_events_workspace_type_created_at", "workspace_id", "type", "created_at", "id"
+        ),
+        Index(
+            "ix_audit_events_workspace_actor_created_at",
+            "workspace_id",
+            "actor_id",
+            "created_at",
+            "id",
+        ),
+        Index(
+            "ix_audit_events_workspace_target_created_at",
+            "workspace_id",
+            "target_id",
+            "created_at",
+            "id",
+        ),
         # Sealed events only: the hot-path INSERT (chain_seq NULL) maintains no entry here.
         Index(
             "uq_audit_events_workspace_chain_seq",

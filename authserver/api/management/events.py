@@ -38,8 +38,17 @@ def _filter() -> service.EventFilter:
 
 @bp.get("/events")
 def list_events():
-    """The workspace's audit events, newest first; filters: type, actorId, targetId, from, to."""
+    """The workspace's audit events, newest first; filters: type, actorId, targetId, from, to.
+
+    Newest first by createdAt, then by id. `total` is exact up to EXACT_TOTAL_LIMIT
+    matches; beyond, it is the limit and `totalExact` is false (paging still works).
+    """
     where = _filter()
     offset, limit = paging()
-    rows, total = service.list_events(caller().workspace_id, where, offset=offset, limit=limit)
-    return render.ok([event_to_dict(row) for row in rows], "AuditEvent", total=total)
+    page = service.list_events(caller().workspace_id, where, offset=offset, limit=limit)
+    return render.ok(
+        [event_to_dict(row) for row in page.rows],
+        "AuditEvent",
+        total=page.total,
+        total_exact=page.total_exact,
+    )

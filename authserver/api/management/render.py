@@ -16,9 +16,14 @@ def iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def ok(data, type_: str, status: int = 200, total: int | None = None) -> Response:
-    """A success envelope."""
-    response = jsonify(envelope("OK", type_, data=data, total=total))
+def ok(
+    data, type_: str, status: int = 200, total: int | None = None, total_exact: bool | None = None
+) -> Response:
+    """A success envelope; `total_exact`, if given, adds `totalExact` (see GET /events)."""
+    body = envelope("OK", type_, data=data, total=total)
+    if total_exact is not None:
+        body["totalExact"] = total_exact
+    response = jsonify(body)
     response.status_code = status
     return response
 
