@@ -57,9 +57,10 @@ OLD = {
 
 
 def _replace(drop: dict, create: dict) -> None:
-    # Create first: the table is never without an index for the workspace's log.
+    # Create first: the table is never without an index for the workspace's log. An index
+    # an operator built beforehand (CREATE INDEX CONCURRENTLY, same name) is kept.
     for name, columns in create.items():
-        op.create_index(name, TABLE, columns, unique=False)
+        op.create_index(name, TABLE, columns, unique=False, if_not_exists=True)
     for name in drop:
         op.drop_index(name, table_name=TABLE)
 
