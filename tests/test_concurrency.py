@@ -453,13 +453,22 @@ def doomed(app, factory):
     return ids
 
 
-ROW_LOCKS_ONLY = "PostgreSQL's row locks; on SQLite the grant confirms under the write lock"
+@pytest.fixture
+def row_locks(database_url):
+    """PostgreSQL only: the grant's lookup holds the token row until it commits."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's row locks; on SQLite the grant confirms under the write lock")
+
+
+@pytest.fixture
+def confirmation(database_url):
+    """SQLite only: the grant reads without a lock and confirms under the write lock."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("SQLite's confirmation; PostgreSQL holds the row from the lookup")
 
 
 @pytest.mark.parametrize("kind", sorted(IN_PROCESS_CUTS))
-def test_a_change_waits_for_a_grant_in_flight(doomed, workers, kind, database_url):
-    if database_url.startswith("sqlite"):
-        pytest.skip(ROW_LOCKS_ONLY)
+def test_a_change_waits_for_a_grant_in_flight(doomed, workers, kind, row_locks):
     workspace_id, technical_user_id, secret = doomed
     grant, writer = workers(), workers()
     principal = grant.submit(lookup(secret)).value()
@@ -473,10 +482,8 @@ def test_a_change_waits_for_a_grant_in_flight(doomed, workers, kind, database_ur
 
 
 @pytest.mark.parametrize("kind", sorted(IN_PROCESS_CUTS))
-def test_a_grant_waits_for_a_change_in_flight_and_is_refused(doomed, workers, kind, database_url):
+def test_a_grant_waits_for_a_change_in_flight_and_is_refused(doomed, workers, kind, row_locks):
     """The grant comes while the writer holds the rows but has not written them yet."""
-    if database_url.startswith("sqlite"):
-        pytest.skip(ROW_LOCKS_ONLY)
     workspace_id, technical_user_id, secret = doomed
     grant, writer = workers(), workers()
     writer.submit(hold_rows(technical_user_id)).value()
@@ -492,11 +499,9 @@ def test_a_grant_waits_for_a_change_in_flight_and_is_refused(doomed, workers, ki
 
 @pytest.mark.parametrize("kind", sorted(IN_PROCESS_CUTS))
 def test_on_sqlite_a_grant_whose_token_was_cut_off_after_its_lookup_is_refused(
-    doomed, workers, kind, database_url
+    doomed, workers, kind, confirmation
 ):
     """SQLite: the lookup holds nothing, so the change commits; the grant's confirmation refuses."""
-    if not database_url.startswith("sqlite"):
-        pytest.skip("SQLite's confirmation; PostgreSQL holds the row from the lookup")
     workspace_id, technical_user_id, secret = doomed
     grant, writer = workers(), workers()
     principal = grant.submit(lookup(secret)).value()
@@ -511,11 +516,9 @@ def test_on_sqlite_a_grant_whose_token_was_cut_off_after_its_lookup_is_refused(
 
 @pytest.mark.parametrize("kind", sorted(IN_PROCESS_CUTS))
 def test_on_sqlite_a_grant_confirming_during_a_change_waits_and_is_refused(
-    doomed, workers, kind, database_url
+    doomed, workers, kind, confirmation
 ):
     """SQLite: a change holds the write lock; the grant's confirmation waits, then refuses."""
-    if not database_url.startswith("sqlite"):
-        pytest.skip("SQLite's confirmation; PostgreSQL holds the row from the lookup")
     workspace_id, technical_user_id, secret = doomed
     grant, writer = workers(), workers()
     writer.submit(hold_rows(technical_user_id)).value()
@@ -530,10 +533,8 @@ def test_on_sqlite_a_grant_confirming_during_a_change_waits_and_is_refused(
     assert refused.value.reason in REFUSED_REASONS
 
 
-def test_on_sqlite_a_role_changed_after_the_lookup_refuses_the_grant(doomed, workers, database_url):
+def test_on_sqlite_a_role_changed_after_the_lookup_refuses_the_grant(doomed, workers, confirmation):
     """The access token was signed with the role read first; a grant never records a stale role."""
-    if not database_url.startswith("sqlite"):
-        pytest.skip("SQLite's confirmation; PostgreSQL holds the row from the lookup")
     _, technical_user_id, secret = doomed
     grant, writer = workers(), workers()
     principal = grant.submit(lookup(secret)).value()
@@ -549,14 +550,12 @@ def test_on_sqlite_a_role_changed_after_the_lookup_refuses_the_grant(doomed, wor
     assert refused.value.principal.role is Role.VIEWER
 
 
-def test_grants_noting_a_use_never_deadlock_with_a_delete(doomed, workers, database_url):
+def test_grants_noting_a_use_never_deadlock_with_a_delete(doomed, workers, row_locks):
     """Two grants hold the token; one notes the use; a delete queues; the other notes it too.
 
     Had the second grant waited for the row, it would have queued behind the
     delete, which waits for it: a deadlock. It skips the note instead.
     """
-    if database_url.startswith("sqlite"):
-        pytest.skip("SQLite serialises whole write transactions: two grants never overlap")
     workspace_id, technical_user_id, secret = doomed
     first, second, writer = workers(), workers(), workers()
     principals = [first.submit(lookup(secret)).value(), second.submit(lookup(secret)).value()]
