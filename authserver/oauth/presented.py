@@ -22,18 +22,14 @@ from ..keys import SigningKey
 from ..models import ApiToken
 from ..models.types import utcnow
 from ..services.credentials import note_use
+from ..verify import ACCEPTED_TYPES, REQUIRED_CLAIMS
 from .client_auth import AUTH_METHOD, ApiTokenClient
-from .jwt_tokens import ACCESS_TOKEN_TYP
 from .server import request_origin
 
-# Every claim DESIGN section 4 makes required; a JWT without one is not ours.
-REQUIRED_CLAIMS = (
-    "iss", "sub", "aud", "exp", "iat", "nbf", "jti",
-    "client_id", "scope", "instanceUrl", "region", "principal",
-)  # fmt: skip
-
-# Lifetime is judged by the caller (introspection: exp and nbf; revocation:
-# any), so PyJWT checks only the signature, the issuer and that claims exist.
+# The claims and `typ` values are those resource APIs require (`authserver.verify`): a
+# JWT without them is not ours. Lifetime is judged by the caller (introspection: exp and
+# nbf; revocation: any), so PyJWT checks only the signature, the issuer and that claims
+# exist.
 _DECODE_OPTIONS = {
     "verify_signature": True,
     "verify_exp": False,
@@ -78,7 +74,7 @@ def read_access_token(token: str) -> PresentedAccessToken | None:
     except jwt.PyJWTError:
         return None
     typ = header.get("typ")
-    if not isinstance(typ, str) or typ.lower() not in (ACCESS_TOKEN_TYP, "application/at+jwt"):
+    if not isinstance(typ, str) or typ.lower() not in ACCEPTED_TYPES:
         return None
     key = _published_key(header.get("kid"))
     # The key pins the algorithm: never the token's own `alg` (no none, no HS256).
