@@ -207,8 +207,8 @@ class _Plan:
     """The seals of one chain's events, computed from the head as it was read."""
 
     start: tuple[int, str]  # (last_seq, last_hash) of the checkpoint when read
+    head: tuple[int, int, str]  # (seq, event id, hash) after these seals
     seals: list[dict] = field(default_factory=list)
-    head: tuple[int, int, str] = (0, 0, "")  # (seq, event id, hash) after these seals
 
 
 def _seal_batch(cutoff: datetime, batch_size: int, report: SealReport, pause: float = 0) -> int:
@@ -263,8 +263,8 @@ def _plan(rows, heads: dict[str, tuple[int, str]], pause: float) -> dict[str, _P
         key = chain_key(row.workspace_id)
         plan = plans.get(key)
         if plan is None:
-            plan = plans[key] = _Plan(start=heads[key])
-            plan.head = (heads[key][0], 0, heads[key][1])
+            seq, digest = heads[key]
+            plan = plans[key] = _Plan(start=(seq, digest), head=(seq, 0, digest))
         seq = plan.head[0] + 1
         digest = link_hash(plan.head[2], row, seq)
         plan.seals.append({"event_id": row.id, "hash": digest, "seq": seq})
