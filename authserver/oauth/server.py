@@ -12,6 +12,7 @@ from authlib.oauth2.rfc6749.errors import (
 from flask import current_app
 from flask import request as flask_request
 
+from ..extensions import db
 from ..services.audit import EventType, Origin, record_event
 from ..services.credentials import CredentialRefused, confirm_principal, note_use
 from .client_auth import (
@@ -113,13 +114,18 @@ class AuthServer(AuthorizationServer):
         }
 
     def _save_grant(self, token, request):
-        """Access tokens are not stored; the grant is audited and the token's use noted."""
+        """Access tokens are not stored; the grant is audited and the token's use noted.
+
+        The grant commits here rather than when the request ends: on SQLite
+        `confirm_principal` takes the write lock, which is then held only while
+        the grant is confirmed and recorded, not while the response is built.
+        """
         client: ApiTokenClient = request.client
+        origin = request_origin()
         try:
             principal = confirm_principal(client.principal)
         except CredentialRefused as refused:
             raise InvalidClient(refused.reason, refused.principal) from None
-        origin = request_origin()
         note_use(principal, origin.ip, datetime.now(UTC), current_app.config["LAST_USED_INTERVAL"])
         record_event(
             EventType.ACCESS_TOKEN_GRANT,
@@ -136,6 +142,7 @@ class AuthServer(AuthorizationServer):
                 "role": principal.role.value,
             },
         )
+        db.session.commit()
 
     def handle_error_response(self, request, error: OAuth2Error):
         """Every refusal at the token endpoint is audited with its true reason.

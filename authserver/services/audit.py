@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from ..database import DirectStatement
 from ..extensions import db
 from ..models import AuditEvent
 from ..models.types import utcnow
@@ -85,7 +86,8 @@ def record_event(
     """Insert one audit event in the current transaction and return its id.
 
     A single Core INSERT (no unit-of-work bookkeeping): this runs on every
-    grant. Never pass a secret in the payload.
+    grant. On SQLite it runs straight on the driver's connection (see
+    `DirectStatement`). Never pass a secret in the payload.
     """
     values = {
         "type": event_type.value,
@@ -102,7 +104,11 @@ def record_event(
         "user_agent": origin.user_agent[:512] if origin.user_agent else None,
         "payload": payload or {},
     }
-    event_id = db.session.connection().execute(_INSERT, values).scalar_one()
+    connection = db.session.connection()
+    if connection.dialect.name == "sqlite":
+        event_id = _DIRECT_INSERT.execute(connection, values).lastrowid
+    else:
+        event_id = connection.execute(_INSERT, values).scalar_one()
     values["id"] = event_id
     db.session.info.setdefault(PENDING_KEY, []).append(event_to_dict(values))
     return event_id
@@ -111,6 +117,12 @@ def record_event(
 # The Table, not the mapped class: a mapped-class insert goes through the ORM bulk path.
 _TABLE = AuditEvent.__table__
 _INSERT = _TABLE.insert().returning(_TABLE.c.id)
+# On SQLite the same INSERT runs straight on the driver (it is under the write lock); the
+# id and the chain columns are not given (the sealer sets the chain columns).
+_GENERATED = ("id", "chain_hash", "chain_seq")
+_DIRECT_INSERT = DirectStatement(
+    _TABLE.insert(), [column.key for column in _TABLE.columns if column.key not in _GENERATED]
+)
 
 
 def event_to_dict(event: AuditEvent | dict) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import and_, bindparam, select, update
 
-from ..database import read_only_connection
+from ..database import DirectStatement, read_only_connection
 from ..extensions import db
 from ..models import (
     Account,
@@ -159,11 +159,14 @@ def confirm_principal(principal: Principal) -> Principal:
     or role change that committed since the first read refuses the grant
     (CredentialRefused with the reason, or "changed_during_grant"). On
     PostgreSQL the KEY SHARE lock taken by the first read already holds the
-    row, and this does nothing.
+    row, and this does nothing. The read under the lock is the owner query
+    run straight on the driver (`DirectStatement`): the same row, in a
+    fraction of the time a Core execution takes.
     """
     if db.session.get_bind().dialect.name != "sqlite":
         return principal
-    current = _live_principal(_owner_row(_BY_ID, principal.token_id), datetime.now(UTC))
+    row = _DIRECT_BY_ID.first(db.session.connection(), {"value": principal.token_id})
+    current = _live_principal(row, datetime.now(UTC))
     if replace(current, last_used_at=principal.last_used_at) != principal:
         raise CredentialRefused("changed_during_grant", current)
     return current
@@ -186,6 +189,7 @@ _LOCK_BY_DIGEST = (
     .with_for_update(read=True, key_share=True)
 )
 _BY_ID = _OWNER_QUERY.where(ApiToken.id == bindparam("value"))
+_DIRECT_BY_ID = DirectStatement(_BY_ID)
 
 
 def _owner_row(statement, value: str):
