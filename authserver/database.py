@@ -129,28 +129,28 @@ def read_only_connection():
 
 
 class DirectStatement:
-    """A Core statement that SQLite runs straight on the driver's connection.
+    """A Core statement run straight on the driver's connection (sqlite3 or psycopg).
 
-    For the few statements a grant runs while it holds SQLite's write lock.
-    SQLAlchemy's per-execution work (cache lookup, execution context, result
-    object) costs several times what SQLite spends on such a statement, and
-    every microsecond under the lock is one the other workers wait. The
-    statement is compiled once, with SQLAlchemy's own bind and result
-    processors for its types, so the values going in and the row coming out
-    are exactly those a Core execution would give. SQLite's qmark parameters
-    only: `execute` refuses any other dialect.
+    For the statements every grant runs; on SQLite they run under the one write
+    lock. SQLAlchemy's per-execution work (cache lookup, execution context,
+    result object) costs several times what the database spends on such a
+    statement. The statement is compiled once per dialect, with SQLAlchemy's
+    own bind and result processors for its types, so the values going in and
+    the row coming out are exactly those a Core execution would give. It runs
+    in the connection's open transaction, like any statement of the session.
     """
 
     def __init__(self, statement, column_keys: Iterable[str] | None = None):
         self._statement = statement
         self._column_keys = list(column_keys) if column_keys is not None else None
-        self._compiled: tuple | None = None
+        self._compiled: dict[str, tuple] = {}
 
     def _compile(self, dialect: Dialect) -> tuple:
         compiled = self._statement.compile(dialect=dialect, column_keys=self._column_keys)
+        names = compiled.positiontup if compiled.positional else list(compiled.binds)
         binds = [
             (name, compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect))
-            for name in compiled.positiontup
+            for name in names
         ]
         row_type = processors = None
         if isinstance(self._statement, Select):
@@ -160,18 +160,24 @@ class DirectStatement:
                 column.type.dialect_impl(dialect).result_processor(dialect, None)
                 for column in columns
             ]
-        self._compiled = (str(compiled), binds, row_type, processors)
-        return self._compiled
+        entry = (str(compiled), binds, compiled.positional, row_type, processors)
+        self._compiled[dialect.name] = entry
+        return entry
 
-    def execute(self, connection: Connection, values: Mapping) -> sqlite3.Cursor:
-        """Run on the connection's open transaction; the driver's cursor."""
-        if connection.dialect.name != "sqlite":
-            raise TypeError("DirectStatement runs on SQLite only")
-        sql, binds, _, _ = self._compiled or self._compile(connection.dialect)
-        parameters = [values[name] for name, _ in binds]
-        for index, (_, process) in enumerate(binds):
-            if process is not None:
-                parameters[index] = process(parameters[index])
+    def execute(self, connection: Connection, values: Mapping):
+        """Run in the connection's transaction; the driver's cursor."""
+        dialect = connection.dialect
+        sql, binds, positional, _, _ = self._compiled.get(dialect.name) or self._compile(dialect)
+        if positional:
+            parameters = [
+                values[name] if process is None else process(values[name])
+                for name, process in binds
+            ]
+        else:
+            parameters = {
+                name: values[name] if process is None else process(values[name])
+                for name, process in binds
+            }
         return connection.connection.dbapi_connection.execute(sql, parameters)
 
     def first(self, connection: Connection, values: Mapping):
@@ -179,7 +185,7 @@ class DirectStatement:
         raw = self.execute(connection, values).fetchone()
         if raw is None:
             return None
-        _, _, row_type, processors = self._compiled
+        _, _, _, row_type, processors = self._compiled[connection.dialect.name]
         return row_type._make(
             value if process is None else process(value)
             for value, process in zip(raw, processors, strict=True)

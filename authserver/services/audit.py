@@ -85,9 +85,9 @@ def record_event(
 ) -> int:
     """Insert one audit event in the current transaction and return its id.
 
-    A single Core INSERT (no unit-of-work bookkeeping): this runs on every
-    grant. On SQLite it runs straight on the driver's connection (see
-    `DirectStatement`). Never pass a secret in the payload.
+    A single INSERT, run straight on the driver's connection (no unit-of-work
+    bookkeeping, see `DirectStatement`): this runs on every grant. Never pass
+    a secret in the payload.
     """
     values = {
         "type": event_type.value,
@@ -104,24 +104,19 @@ def record_event(
         "user_agent": origin.user_agent[:512] if origin.user_agent else None,
         "payload": payload or {},
     }
-    connection = db.session.connection()
-    if connection.dialect.name == "sqlite":
-        event_id = _DIRECT_INSERT.execute(connection, values).lastrowid
-    else:
-        event_id = connection.execute(_INSERT, values).scalar_one()
+    event_id = _INSERT.execute(db.session.connection(), values).fetchone()[0]
     values["id"] = event_id
     db.session.info.setdefault(PENDING_KEY, []).append(event_to_dict(values))
     return event_id
 
 
-# The Table, not the mapped class: a mapped-class insert goes through the ORM bulk path.
+# Every grant runs it: straight on the driver (see DirectStatement). The id is generated
+# and the chain columns are set by the sealer.
 _TABLE = AuditEvent.__table__
-_INSERT = _TABLE.insert().returning(_TABLE.c.id)
-# On SQLite the same INSERT runs straight on the driver (it is under the write lock); the
-# id and the chain columns are not given (the sealer sets the chain columns).
 _GENERATED = ("id", "chain_hash", "chain_seq")
-_DIRECT_INSERT = DirectStatement(
-    _TABLE.insert(), [column.key for column in _TABLE.columns if column.key not in _GENERATED]
+_INSERT = DirectStatement(
+    _TABLE.insert().returning(_TABLE.c.id),
+    [column.key for column in _TABLE.columns if column.key not in _GENERATED],
 )
 
 
