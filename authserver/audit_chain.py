@@ -414,10 +414,10 @@ class BackgroundSealer:
             self._wake.clear()
             if self._stop.is_set():
                 return
-            come_back = self._seal_once()
+            come_back = self.seal_once()
             self._stop.wait(self.interval)
 
-    def _seal_once(self) -> float | None:
+    def seal_once(self) -> float | None:
         """One run; returns when to come back on our own (None: wait for a notify)."""
         try:
             with self._app.app_context():

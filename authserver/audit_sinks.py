@@ -414,6 +414,13 @@ def init_app(app) -> None:
         )
 
 
+def stop_background_sealing(app) -> None:
+    """This app's commits no longer wake a sealer thread (a sealer process does the work)."""
+    sealer = app.extensions.pop(SEALER_KEY, None)
+    if sealer is not None:
+        sealer.stop()
+
+
 def sinks(app=None) -> SinkRegistry:
     """The sinks of this app (the current one by default)."""
     return (app or current_app).extensions[SINKS_KEY]

@@ -138,7 +138,7 @@ def serve_command(host, port, workers):
     db.engine.dispose()  # workers open their own connections after the fork
     from .serve import run
 
-    run(host, port, workers)
+    run(host, port, workers, seal=current_app.config["AUDIT_SEAL_INTERVAL"] > 0)
 
 
 def _parse_date(value: str) -> datetime:

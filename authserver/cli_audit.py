@@ -1,6 +1,9 @@
 """`authserver audit ...`: seal, verify, export and prune the audit log."""
 
 import json
+import os
+import signal
+import threading
 from datetime import UTC, datetime
 
 import click
@@ -11,6 +14,7 @@ from sqlalchemy import select
 from .audit_chain import (
     EVENTS,
     NO_WORKSPACE,
+    BackgroundSealer,
     ChainReport,
     chain_keys,
     chain_name,
@@ -88,11 +92,20 @@ def audit_group():
     default=None,
     help="Seal only events at least this old (default: AUDIT_SEAL_SETTLE).",
 )
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="Keep sealing every AUDIT_SEAL_INTERVAL seconds until stopped (SIGTERM or Ctrl-C) "
+    "or until the process that started this one exits. `authserver serve` runs one.",
+)
 @with_appcontext
-def seal_command(settle_seconds):
+def seal_command(settle_seconds, follow):
     """Chain every committed event that is not sealed yet (the server also does this itself)."""
     if settle_seconds is None:
         settle_seconds = current_app.config["AUDIT_SEAL_SETTLE"]
+    if follow:
+        _follow(settle_seconds)
+        return
     report = seal_pending(settle_seconds=settle_seconds)
     click.echo(f"sealed {report.total} event(s) in {len(report.sealed)} chain(s)")
     for key, (seq, event_id, digest) in sorted(report.heads.items()):
@@ -134,6 +147,28 @@ def _report_json(report: ChainReport) -> dict:
             "detail": broken.detail,
         },
     }
+
+
+def _follow(settle_seconds: int) -> None:
+    """Seal in rounds, as a worker's background sealer would, until told to stop.
+
+    A failed round (the database down) is logged and retried later, with the
+    sealer's backoff; the process itself never gives up.
+    """
+    interval = current_app.config["AUDIT_SEAL_INTERVAL"]
+    if not interval:
+        raise click.UsageError("AUTHSERVER_AUDIT_SEAL_INTERVAL is 0: automatic sealing is off")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    parent = os.getppid()
+    app = current_app._get_current_object()
+    sealer = BackgroundSealer(app, interval=interval, settle=settle_seconds)
+    click.echo(f"sealing every {interval} s, events at least {settle_seconds} s old")
+    while not stop.is_set() and os.getppid() == parent:
+        come_back = sealer.seal_once()
+        stop.wait(come_back if sealer.failures else interval)
+    click.echo("sealer stopped")
 
 
 @audit_group.command("verify")

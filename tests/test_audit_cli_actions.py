@@ -142,3 +142,10 @@ def test_cli_events_are_sealed_and_verified_like_any_other(runner):
     verified = runner.invoke(args=["audit", "verify"])
     assert verified.exit_code == 0, verified.output
     assert f"all intact; {count} sealed event(s) verified, 0 not sealed yet" in verified.output
+
+
+def test_seal_follow_refuses_when_automatic_sealing_is_off(app, runner):
+    app.config["AUDIT_SEAL_INTERVAL"] = 0
+    result = runner.invoke(args=["audit", "seal", "--follow"])
+    assert result.exit_code == 2
+    assert "AUTHSERVER_AUDIT_SEAL_INTERVAL is 0" in result.output

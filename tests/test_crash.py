@@ -53,15 +53,16 @@ LOST = None  # the status of a request whose worker died under it
 
 
 def worker_pids(master: int) -> set[int]:
-    """The gunicorn workers: the children of the master process."""
+    """The gunicorn workers: the children of the master process but its sealer process."""
     result = subprocess.run(
-        ["ps", "--ppid", str(master), "-o", "pid="],
+        ["ps", "--ppid", str(master), "-o", "pid=,args="],
         capture_output=True,
         text=True,
         timeout=10,
         check=False,
     )
-    return {int(pid) for pid in result.stdout.split()}
+    rows = [line.split(None, 1) for line in result.stdout.strip().splitlines()]
+    return {int(pid) for pid, args in rows if "seal --follow" not in args}
 
 
 class Recorder:

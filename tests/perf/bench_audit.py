@@ -5,15 +5,16 @@ number of distinct API tokens, log level at its default (INFO):
 
     no-audit   record_event patched to a no-op: no INSERT, no sinks, no sealing
     no-seal    the audit INSERT and the log sink; automatic sealing off (AUDIT_SEAL_INTERVAL=0)
-    full       the default: INSERT, log sink, and each worker sealing in the background
+    full       the default: INSERT, log sink, and the sealer process beside the workers
 
 Load goes to one server at a time in short segments, the three in turn, round
 after round, with a pause after each segment (long enough for the sealer to
 finish). On a shared machine the load from elsewhere changes from second to
 second; comparing each configuration with the no-audit segment of the same
 round, and taking the median over rounds, cancels most of that. Worker CPU per
-grant (user + system, from /proc, request and background threads) is summed
-over the whole run, so it includes all the sealing.
+grant (user + system, from /proc, of the workers' request and background
+threads and of the sealer process) is summed over the whole run, so it
+includes all the sealing.
 
     .venv/bin/python tests/perf/bench_audit.py [--seconds 2] [--rounds 10] [--tokens 200]
         [--database-url postgresql+psycopg://postgres@127.0.0.1/authserver_bench]
@@ -46,6 +47,7 @@ CONFIGS = {
     "no-seal": ({"AUTHSERVER_AUDIT_SEAL_INTERVAL": "0"}, False),
     "full": ({}, False),
 }
+STARTUP_SETTLE = 3.0  # seconds after a server answers before its CPU time is counted
 SEAL_CATCH_UP = 3.5  # seconds after each segment: the sealer finishes before the next one
 
 
@@ -82,20 +84,23 @@ def start(env: dict, patched: bool, port: int, workers: int, log: Path) -> subpr
 
 
 def workers_cpu_seconds(master_pid: int) -> tuple[float, float]:
-    """CPU time (user + system) of the workers so far: (request threads, background threads).
+    """CPU time (user + system) of the master's children so far: (requests, background).
 
-    A sync worker serves on its main thread; the sealer (and the webhook sender,
-    when configured) run on others. The master serves nothing.
+    A sync worker serves on its main thread; the webhook sender, when
+    configured, runs on another. The sealer is a process of its own beside the
+    workers (`audit seal --follow`): all of it is background. The master serves
+    nothing.
     """
     out = subprocess.run(
         ["ps", "-o", "pid=", "--ppid", str(master_pid)], capture_output=True, text=True, check=False
     ).stdout
     main_ticks = background_ticks = 0
     for pid in out.split():
+        sealer = b"--follow" in Path(f"/proc/{pid}/cmdline").read_bytes()
         for tid in os.listdir(f"/proc/{pid}/task"):
             stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
             ticks = int(stat[11]) + int(stat[12])  # utime, stime
-            if tid == pid:
+            if tid == pid and not sealer:
                 main_ticks += ticks
             else:
                 background_ticks += ticks
@@ -134,6 +139,7 @@ class Server:
         self.requests = [(harness.basic(s), "grant_type=client_credentials") for s in secrets]
         self.folder = folder
         self.process = start(env, patched, self.port, args.workers, folder / "server.log")
+        time.sleep(STARTUP_SETTLE)  # the sealer process's start is not counted
         self.cpu_start = workers_cpu_seconds(self.process.pid)
         self.rates: list[float] = []
         self.grants = 0
@@ -192,7 +198,7 @@ def main() -> None:
         total, background = cpu[server.name]
         print(
             f"  {server.name:9s} {statistics.median(server.rates):6.0f} grants/s (median); "
-            f"worker CPU {total:.3f} ms per grant, background threads {background:.3f}"
+            f"worker CPU {total:.3f} ms per grant, background (sealer) {background:.3f}"
         )
     base_cpu = cpu["no-audit"][0]
     for name, values in ratios.items():

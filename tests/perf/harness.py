@@ -118,14 +118,15 @@ def stop_server(process: subprocess.Popen) -> None:
 
 
 def worker_rss_mib(master_pid: int) -> list[float]:
-    """RSS of each gunicorn worker (children of the master), in MiB."""
+    """RSS of each gunicorn worker (children of the master but the sealer), in MiB."""
     out = subprocess.run(
-        ["ps", "-o", "pid=,rss=", "--ppid", str(master_pid)],
+        ["ps", "-o", "rss=,args=", "--ppid", str(master_pid)],
         capture_output=True,
         text=True,
         check=False,
     ).stdout
-    return [int(line.split()[1]) / 1024 for line in out.strip().splitlines() if line.strip()]
+    rows = [line.split(None, 1) for line in out.strip().splitlines() if line.strip()]
+    return [int(rss) / 1024 for rss, args in rows if "seal --follow" not in args]
 
 
 def basic(secret: str) -> str:
