@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy import select, update
 
 from authserver import passwords
+from authserver.audit_chain import seal_pending
 from authserver.extensions import db
 from authserver.models import AuditEvent
 from authserver.services import events as event_queries
@@ -300,3 +301,34 @@ def test_the_console_says_more_than_the_limit_and_pages_on(console, monkeypatch)
     assert third.count("ACCESS_TOKEN_REVOKE</span>") == 2
     assert "<span>Page 3</span>" in third
     assert 'rel="prev"' in third and 'rel="next"' not in third
+
+
+def test_sealed_and_unsealed_events_are_listed_and_counted_together(admin, monkeypatch):
+    """Sealed events come from their indexes, unsealed ones are merged in, in one order."""
+    base = datetime(2030, 3, 1, tzinfo=UTC)
+    sealed_ids = add_events(admin.workspace, [base + timedelta(seconds=s) for s in (5, 0, 3, 7)])
+    seal_pending(settle_seconds=0, now=base + timedelta(days=1))
+    unsealed_ids = add_events(admin.workspace, [base + timedelta(seconds=s) for s in (4, 1, 7, 9)])
+    add_events(admin.workspace, [base + timedelta(seconds=2)], EventType.APITOKEN_DELETE, "t-2")
+    states = dict(
+        db.session.execute(
+            select(AuditEvent.id, AuditEvent.chain_hash.is_not(None)).where(
+                AuditEvent.id.in_(sealed_ids + unsealed_ids)
+            )
+        ).all()
+    )
+    assert [states[i] for i in sealed_ids + unsealed_ids] == [True] * 4 + [False] * 4
+    expected = [e.id for e in workspace_events(admin.workspace.id) if e.target_id == "t-1"]
+    for query in ("targetId=t-1", "type=ACCESS_TOKEN_REVOKE"):
+        pages = [admin.get(f"/events?{query}&size=3&page={n}").get_json() for n in (1, 2, 3)]
+        assert [e["id"] for page in pages for e in page["data"]] == expected, query
+        assert [page["total"] for page in pages] == [8, 8, 8]
+    everything = [e["id"] for e in admin.get("/events?size=100").get_json()["data"]]
+    assert everything == [e.id for e in workspace_events(admin.workspace.id)]
+    window = {"from": iso(base + timedelta(seconds=1)), "to": iso(base + timedelta(seconds=7))}
+    inside = admin.get("/events", query_string={**window, "targetId": "t-1"}).get_json()
+    newest_first = [sealed_ids[0], unsealed_ids[0], sealed_ids[2], unsealed_ids[1]]
+    assert [e["id"] for e in inside["data"]] == newest_first
+    monkeypatch.setattr(event_queries, "EXACT_TOTAL_LIMIT", 6)
+    capped = admin.get("/events?targetId=t-1").get_json()
+    assert (capped["total"], capped["totalExact"], len(capped["data"])) == (6, False, 8)

@@ -2,18 +2,21 @@
 
 Both list events by `(created_at, id)`, newest first unless asked otherwise:
 `createdAt` is what people see, and the id breaks ties. Each filter of the
-workspace's log has an index in that order (see `AuditEvent`), so a page is
-read straight from an index however many events match.
+workspace's log has an index in that order over sealed events (see
+`AuditEvent`), so their part of a page is read straight from an index however
+many events match. Events not sealed yet (the last few seconds' while the
+sealer runs) are found through the index of unsealed events and merged in.
 """
 
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import func, literal_column, select
+from sqlalchemy import func, literal_column, select, union_all
 
 from ..extensions import db
 from ..models import AuditEvent
+from ..models.audit import HASHED, UNSEALED
 from .audit import EventType
 
 # A technical user's changelog: the changes to it and to its API tokens. Grants and
@@ -54,15 +57,50 @@ class EventPage(NamedTuple):
     total_exact: bool
 
 
-def _ordered(query, *, newest_first: bool):
+def _order(columns, *, newest_first: bool) -> tuple:
+    created_at, event_id = columns.created_at, columns.id
     if newest_first:
-        return query.order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
-    return query.order_by(AuditEvent.created_at.asc(), AuditEvent.id.asc())
+        return created_at.desc(), event_id.desc()
+    return created_at.asc(), event_id.asc()
 
 
-def _rows(query, *, newest_first: bool, offset: int, limit: int) -> list[AuditEvent]:
-    page = _ordered(query, newest_first=newest_first).offset(offset).limit(limit)
+def _page(conditions: list, *, newest_first: bool, offset: int, limit: int) -> list[AuditEvent]:
+    """One page of the events matching `conditions`, sealed and unsealed merged in order.
+
+    At most `offset + limit` sealed events can be on the page or before it;
+    they come from a sealed-events index in listing order. The unsealed ones
+    are few while the sealer keeps up.
+    """
+    sealed = (
+        select(AuditEvent.id, AuditEvent.created_at)
+        .where(*conditions, HASHED)
+        .order_by(*_order(AuditEvent, newest_first=newest_first))
+        .limit(offset + limit)
+        .subquery()
+    )
+    unsealed = select(AuditEvent.id, AuditEvent.created_at).where(*conditions, UNSEALED)
+    candidates = union_all(select(sealed.c.id, sealed.c.created_at), unsealed).subquery()
+    page = (
+        select(AuditEvent)
+        .join(candidates, AuditEvent.id == candidates.c.id)
+        .order_by(*_order(candidates.c, newest_first=newest_first))
+        .offset(offset)
+        .limit(limit)
+    )
     return list(db.session.execute(page).scalars())
+
+
+def _count(conditions: list, cap: int | None = None) -> int:
+    """How many events match, sealed and unsealed; the sealed counted only up to `cap` + 1."""
+    total = 0
+    for state in (HASHED, UNSEALED):
+        matches = select(literal_column("1")).select_from(AuditEvent).where(*conditions, state)
+        if cap is not None and state is HASHED:
+            matches = matches.limit(cap + 1)
+        total += db.session.execute(
+            select(func.count()).select_from(matches.subquery())
+        ).scalar_one()
+    return total
 
 
 def list_events(workspace_id: str, where: EventFilter, *, offset: int, limit: int) -> EventPage:
@@ -80,13 +118,8 @@ def list_events(workspace_id: str, where: EventFilter, *, offset: int, limit: in
         conditions.append(AuditEvent.created_at < where.created_to)
     cap = EXACT_TOTAL_LIMIT
     # One match more than the cap tells "exactly the cap" from "more than the cap".
-    matches = select(literal_column("1")).select_from(AuditEvent).where(*conditions)
-    counted = db.session.execute(
-        select(func.count()).select_from(matches.limit(cap + 1).subquery())
-    ).scalar_one()
-    rows = _rows(
-        select(AuditEvent).where(*conditions), newest_first=True, offset=offset, limit=limit
-    )
+    counted = _count(conditions, cap)
+    rows = _page(conditions, newest_first=True, offset=offset, limit=limit)
     return EventPage(rows, min(counted, cap), counted <= cap)
 
 
@@ -103,10 +136,10 @@ def changelog(
 
     The total is exact: a technical user's changes are few.
     """
-    query = select(AuditEvent).where(
+    conditions = [
         AuditEvent.workspace_id == workspace_id,
         AuditEvent.target_id.in_([technical_user_id, *token_ids]),
         AuditEvent.type.in_([t.value for t in CHANGELOG_TYPES]),
-    )
-    total = db.session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
-    return _rows(query, newest_first=newest_first, offset=offset, limit=limit), total
+    ]
+    rows = _page(conditions, newest_first=newest_first, offset=offset, limit=limit)
+    return rows, _count(conditions)
