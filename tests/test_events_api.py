@@ -320,9 +320,13 @@ def test_sealed_and_unsealed_events_are_listed_and_counted_together(admin, monke
     assert [states[i] for i in sealed_ids + unsealed_ids] == [True] * 4 + [False] * 4
     expected = [e.id for e in workspace_events(admin.workspace.id) if e.target_id == "t-1"]
     for query in ("targetId=t-1", "type=ACCESS_TOKEN_REVOKE"):
-        pages = [admin.get(f"/events?{query}&size=3&page={n}").get_json() for n in (1, 2, 3)]
-        assert [e["id"] for page in pages for e in page["data"]] == expected, query
-        assert [page["total"] for page in pages] == [8, 8, 8]
+        for size in (1, 3):
+            pages = [
+                admin.get(f"/events?{query}&size={size}&page={n}").get_json()
+                for n in range(1, 8 // size + 2)
+            ]
+            assert [e["id"] for page in pages for e in page["data"]] == expected, (query, size)
+            assert {page["total"] for page in pages} == {8}
     everything = [e["id"] for e in admin.get("/events?size=100").get_json()["data"]]
     assert everything == [e.id for e in workspace_events(admin.workspace.id)]
     window = {"from": iso(base + timedelta(seconds=1)), "to": iso(base + timedelta(seconds=7))}

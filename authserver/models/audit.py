@@ -14,6 +14,12 @@ HASHED = text("chain_hash IS NOT NULL")  # the complement of UNSEALED
 SEALED = text("chain_seq IS NOT NULL")
 
 
+def _log_index(name: str, *filtered: str) -> Index:
+    """An index of the workspace's log by `filtered`, in listing order, of sealed events."""
+    columns = ("workspace_id", *filtered, "created_at", "id")
+    return Index(name, *columns, sqlite_where=HASHED, postgresql_where=HASHED)
+
+
 class AuditEvent(db.Model):
     """One immutable record of a grant, denial, change or revocation.
 
@@ -29,41 +35,10 @@ class AuditEvent(db.Model):
         # events only: the INSERT every grant makes maintains none of these four, the
         # sealer adds its batch to them. Unsealed events (the last few seconds) are
         # found through ix_audit_events_unsealed (see `services.events`).
-        Index(
-            "ix_audit_events_sealed_workspace_created_at",
-            "workspace_id",
-            "created_at",
-            "id",
-            sqlite_where=HASHED,
-            postgresql_where=HASHED,
-        ),
-        Index(
-            "ix_audit_events_sealed_workspace_type",
-            "workspace_id",
-            "type",
-            "created_at",
-            "id",
-            sqlite_where=HASHED,
-            postgresql_where=HASHED,
-        ),
-        Index(
-            "ix_audit_events_sealed_workspace_actor",
-            "workspace_id",
-            "actor_id",
-            "created_at",
-            "id",
-            sqlite_where=HASHED,
-            postgresql_where=HASHED,
-        ),
-        Index(
-            "ix_audit_events_sealed_workspace_target",
-            "workspace_id",
-            "target_id",
-            "created_at",
-            "id",
-            sqlite_where=HASHED,
-            postgresql_where=HASHED,
-        ),
+        _log_index("ix_audit_events_sealed_workspace_created_at"),
+        _log_index("ix_audit_events_sealed_workspace_type", "type"),
+        _log_index("ix_audit_events_sealed_workspace_actor", "actor_id"),
+        _log_index("ix_audit_events_sealed_workspace_target", "target_id"),
         # Sealed events only: the hot-path INSERT (chain_seq NULL) maintains no entry here.
         Index(
             "uq_audit_events_workspace_chain_seq",

@@ -64,43 +64,50 @@ def _order(columns, *, newest_first: bool) -> tuple:
     return created_at.asc(), event_id.asc()
 
 
-def _page(conditions: list, *, newest_first: bool, offset: int, limit: int) -> list[AuditEvent]:
+def _page(
+    conditions: list, unsealed: int, *, newest_first: bool, offset: int, limit: int
+) -> list[AuditEvent]:
     """One page of the events matching `conditions`, sealed and unsealed merged in order.
 
-    At most `offset + limit` sealed events can be on the page or before it;
-    they come from a sealed-events index in listing order. The unsealed ones
-    are few while the sealer keeps up.
+    `unsealed` is how many of the matches are not sealed yet (few while the
+    sealer keeps up). Each of them can stand before at most the whole page, so
+    the sealed events on the page or before it are those from position
+    `offset - unsealed` to `offset + limit` of the sealed ones in listing order,
+    read from a sealed-events index; the sealed events before that window are
+    all before the page, and the page starts that many places earlier.
     """
+    skipped = max(0, offset - unsealed)
     sealed = (
         select(AuditEvent.id, AuditEvent.created_at)
         .where(*conditions, HASHED)
         .order_by(*_order(AuditEvent, newest_first=newest_first))
-        .limit(offset + limit)
+        .offset(skipped)
+        .limit(offset + limit - skipped)
         .subquery()
     )
-    unsealed = select(AuditEvent.id, AuditEvent.created_at).where(*conditions, UNSEALED)
-    candidates = union_all(select(sealed.c.id, sealed.c.created_at), unsealed).subquery()
+    recent = select(AuditEvent.id, AuditEvent.created_at).where(*conditions, UNSEALED)
+    candidates = union_all(select(sealed.c.id, sealed.c.created_at), recent).subquery()
     page = (
         select(AuditEvent)
         .join(candidates, AuditEvent.id == candidates.c.id)
         .order_by(*_order(candidates.c, newest_first=newest_first))
-        .offset(offset)
+        .offset(offset - skipped)
         .limit(limit)
     )
     return list(db.session.execute(page).scalars())
 
 
-def _count(conditions: list, cap: int | None = None) -> int:
-    """How many events match, sealed and unsealed; the sealed counted only up to `cap` + 1."""
-    total = 0
+def _counts(conditions: list, cap: int | None = None) -> tuple[int, int]:
+    """How many matches are sealed (counted only up to `cap` + 1) and how many are not."""
+    counts = []
     for state in (HASHED, UNSEALED):
         matches = select(literal_column("1")).select_from(AuditEvent).where(*conditions, state)
         if cap is not None and state is HASHED:
             matches = matches.limit(cap + 1)
-        total += db.session.execute(
-            select(func.count()).select_from(matches.subquery())
-        ).scalar_one()
-    return total
+        counts.append(
+            db.session.execute(select(func.count()).select_from(matches.subquery())).scalar_one()
+        )
+    return counts[0], counts[1]
 
 
 def list_events(workspace_id: str, where: EventFilter, *, offset: int, limit: int) -> EventPage:
@@ -118,8 +125,9 @@ def list_events(workspace_id: str, where: EventFilter, *, offset: int, limit: in
         conditions.append(AuditEvent.created_at < where.created_to)
     cap = EXACT_TOTAL_LIMIT
     # One match more than the cap tells "exactly the cap" from "more than the cap".
-    counted = _count(conditions, cap)
-    rows = _page(conditions, newest_first=True, offset=offset, limit=limit)
+    sealed, unsealed = _counts(conditions, cap)
+    rows = _page(conditions, unsealed, newest_first=True, offset=offset, limit=limit)
+    counted = sealed + unsealed
     return EventPage(rows, min(counted, cap), counted <= cap)
 
 
@@ -141,5 +149,6 @@ def changelog(
         AuditEvent.target_id.in_([technical_user_id, *token_ids]),
         AuditEvent.type.in_([t.value for t in CHANGELOG_TYPES]),
     ]
-    rows = _page(conditions, newest_first=newest_first, offset=offset, limit=limit)
-    return rows, _count(conditions)
+    sealed, unsealed = _counts(conditions)
+    rows = _page(conditions, unsealed, newest_first=newest_first, offset=offset, limit=limit)
+    return rows, sealed + unsealed
