@@ -28,7 +28,6 @@ class SealerProcess:
     def __init__(self, command: list[str] = SEALER_COMMAND):
         self.command = command
         self.process: subprocess.Popen | None = None
-        self.starts = 0
 
     def ensure_running(self) -> None:
         """Start it, or start it again if it exited (gunicorn may have reaped it)."""
@@ -37,7 +36,6 @@ class SealerProcess:
         if self.process is not None:
             log.warning("audit sealer exited (%s); starting it again", self.process.returncode)
         self.process = subprocess.Popen(self.command)  # noqa: S603 - our own CLI
-        self.starts += 1
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it has not stopped in time."""

@@ -99,15 +99,14 @@ def _page(
 
 def _counts(conditions: list, cap: int | None = None) -> tuple[int, int]:
     """How many matches are sealed (counted only up to `cap` + 1) and how many are not."""
-    counts = []
-    for state in (HASHED, UNSEALED):
-        matches = select(literal_column("1")).select_from(AuditEvent).where(*conditions, state)
-        if cap is not None and state is HASHED:
-            matches = matches.limit(cap + 1)
-        counts.append(
-            db.session.execute(select(func.count()).select_from(matches.subquery())).scalar_one()
-        )
-    return counts[0], counts[1]
+    sealed = select(literal_column("1")).select_from(AuditEvent).where(*conditions, HASHED)
+    if cap is not None:
+        sealed = sealed.limit(cap + 1)
+    unsealed = select(literal_column("1")).select_from(AuditEvent).where(*conditions, UNSEALED)
+    return tuple(
+        db.session.execute(select(func.count()).select_from(matches.subquery())).scalar_one()
+        for matches in (sealed, unsealed)
+    )
 
 
 def list_events(workspace_id: str, where: EventFilter, *, offset: int, limit: int) -> EventPage:
